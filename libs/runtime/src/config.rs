@@ -1,0 +1,84 @@
+//! Flags every service takes. A service's own config flattens [`CommonArgs`] and implements
+//! [`ServiceConfig`], which names the service and its default ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags shared by all five services. Each can also be set by environment variable.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CommonArgs {
+    /// gRPC address to listen on (port 0: any free port). Default: 127.0.0.1 and the
+    /// service's own port.
+    #[arg(long, env = "FRLAB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the HTTP side port serving /metrics and /state.
+    #[arg(long, env = "FRLAB_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory for the embedded SQLite database (one file per service).
+    #[arg(long, env = "FRLAB_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`postgres://…` or `sqlite://…`). Default: SQLite under --data-dir.
+    #[arg(long, env = "FRLAB_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Postgres schema holding this service's tables. Default: the service name.
+    #[arg(long, env = "FRLAB_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// Redis URL for idempotency keys (`redis://…`). Default: in memory.
+    #[arg(long, env = "FRLAB_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Resilience profile file (helm values YAML with a `resilience:` key).
+    #[arg(long, env = "FRLAB_PROFILE")]
+    pub profile: Option<PathBuf>,
+}
+
+/// Implemented by each service's config so [`crate::launch`] can run it.
+pub trait ServiceConfig: clap::Parser + Send + 'static {
+    /// Short name: `gateway`, `orders`, `payments`, `inventory`, `notifications`.
+    const NAME: &'static str;
+    /// Default gRPC port on 127.0.0.1.
+    const GRPC_PORT: u16;
+    /// Default HTTP side port on 127.0.0.1.
+    const HTTP_PORT: u16;
+    fn common(&self) -> &CommonArgs;
+}
+
+impl CommonArgs {
+    pub fn grpc_addr(&self, default_port: u16) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
+    }
+
+    pub fn http_addr(&self, default_port: u16) -> SocketAddr {
+        self.http_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
+    }
+}
+
+impl CommonArgs {
+    /// The database this service uses: `--database-url`, or SQLite under `--data-dir`.
+    /// On Postgres, the service's tables live in schema `--database-schema` (default: the
+    /// service name), so all services can share one database.
+    pub fn db_config(&self, service: &str) -> lab_store::DbConfig {
+        let url = self
+            .database_url
+            .clone()
+            .unwrap_or_else(|| lab_store::sqlite_url_for(&self.data_dir, service));
+        lab_store::DbConfig {
+            url,
+            schema: Some(
+                self.database_schema
+                    .clone()
+                    .unwrap_or_else(|| service.to_string()),
+            ),
+            max_connections: 16,
+        }
+    }
+
+    /// The idempotency store: Redis when `--redis-url` is set, else in memory.
+    pub async fn idempotency_store(
+        &self,
+        namespace: &str,
+    ) -> Result<lab_store::IdempotencyStore, lab_store::StoreError> {
+        lab_store::IdempotencyStore::connect(self.redis_url.as_deref(), namespace).await
+    }
+}

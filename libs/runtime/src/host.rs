@@ -1,0 +1,259 @@
+//! Serving one service: its gRPC routes plus health, reflection and server metrics on the
+//! gRPC port, and `/metrics`, `/state`, `/healthz` on the HTTP side port.
+//!
+//! Shutdown order: health turns NOT_SERVING first (so load balancers stop sending), then the
+//! gRPC server stops accepting and drains in-flight calls, bounded by a drain timeout.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+
+use crate::metrics::{ServerMetrics, ServerMetricsLayer};
+use crate::shutdown::Shutdown;
+use crate::state::StateBoard;
+
+/// Largest request a service decodes; larger ones are refused with OUT_OF_RANGE by tonic.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// How long in-flight calls get to finish after shutdown starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listeners a service serves on: gRPC, and optionally the HTTP side port.
+#[derive(Debug)]
+pub struct Bound {
+    pub grpc: TcpListener,
+    pub http: Option<TcpListener>,
+    /// Print the ready line ([`crate::READY_PREFIX`]) on stdout once serving. Service
+    /// binaries set it (`frlab` waits for the line); tests don't need it.
+    pub announce_ready: bool,
+}
+
+impl Bound {
+    /// Binds both ports.
+    pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(grpc).await?,
+            http: Some(TcpListener::bind(http).await?),
+            announce_ready: false,
+        })
+    }
+
+    /// Both ports on 127.0.0.1:0, as tests use them.
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::bind(any, any).await
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP side port failed: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Collects a service's gRPC routes, metrics and state, then serves them.
+pub struct ServiceHost {
+    name: &'static str,
+    registry: Registry,
+    state: StateBoard,
+    routes: RoutesBuilder,
+    health_names: Vec<&'static str>,
+    server_metrics: ServerMetrics,
+}
+
+impl ServiceHost {
+    pub fn new(name: &'static str) -> Self {
+        let mut registry = Registry::with_labels(
+            [(
+                std::borrow::Cow::Borrowed("service"),
+                std::borrow::Cow::Borrowed(name),
+            )]
+            .into_iter(),
+        );
+        let server_metrics = ServerMetrics::new(&mut registry);
+        Self {
+            name,
+            registry,
+            state: StateBoard::default(),
+            routes: RoutesBuilder::default(),
+            health_names: Vec::new(),
+            server_metrics,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Register service-specific metrics here before [`ServiceHost::serve`].
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn state(&self) -> &StateBoard {
+        &self.state
+    }
+
+    pub fn server_metrics(&self) -> &ServerMetrics {
+        &self.server_metrics
+    }
+
+    /// Adds a gRPC service; its name is reported SERVING by gRPC health while up.
+    pub fn add_service<S>(&mut self, svc: S) -> &mut Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health_names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Serves until `shutdown` fires, then drains. Returns once both ports are closed.
+    pub async fn serve(mut self, bound: Bound, shutdown: Shutdown) -> Result<(), HostError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in self.health_names.iter().copied().chain([""]) {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(lab_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // grpcurl before 1.8.8 only speaks v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(lab_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        self.routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let routes = self.routes.routes();
+
+        if bound.announce_ready {
+            let ready = serde_json::json!({
+                "service": self.name,
+                "grpc": bound.grpc_addr()?.to_string(),
+                "http": bound.http_addr().map(|a| a.to_string()),
+            });
+            // The listeners are bound and the routes built: connections are served from here on.
+            println!("{}{ready}", crate::READY_PREFIX);
+        }
+        let registry = Arc::new(self.registry);
+        let http_task = bound.http.map(|listener| {
+            let app = side_port_router(self.name, registry.clone(), self.state.clone());
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { shutdown.wait().await })
+                    .await
+            })
+        });
+
+        // Health flips to NOT_SERVING before the server stops accepting.
+        let stop_accepting = {
+            let shutdown = shutdown.clone();
+            let names = self.health_names.clone();
+            async move {
+                shutdown.wait().await;
+                for name in names.into_iter().chain([""]) {
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+            }
+        };
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .layer(ServerMetricsLayer::new(self.server_metrics.clone()))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(bound.grpc), stop_accepting);
+        let drain_bound = async {
+            shutdown.wait().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            res = server => res?,
+            _ = drain_bound => tracing::warn!(service = self.name, "drain timeout: closing with calls in flight"),
+        }
+        if let Some(task) = http_task {
+            match task.await {
+                Ok(res) => res?,
+                Err(e) => tracing::error!(service = self.name, "HTTP side port task failed: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn side_port_router(
+    name: &'static str,
+    registry: Arc<Registry>,
+    state: StateBoard,
+) -> axum::Router {
+    let started = Instant::now();
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        crate::metrics::render(&registry),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/state",
+            get(move || {
+                let state = state.clone();
+                async move {
+                    let mut body = serde_json::json!({
+                        "service": name,
+                        "uptime_s": started.elapsed().as_secs_f64(),
+                    });
+                    if let (Some(obj), serde_json::Value::Object(parts)) =
+                        (body.as_object_mut(), state.snapshot())
+                    {
+                        obj.extend(parts);
+                    }
+                    axum::Json(body)
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+}

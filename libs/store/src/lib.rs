@@ -1,0 +1,24 @@
+//! Storage for the lab's services: one SQL pool chosen by URL, and the idempotency store.
+//!
+//! The same binaries run embedded (SQLite files, idempotency keys in memory, no servers) and
+//! on the full stack (Postgres and Redis); only URLs change. So every service opens its
+//! storage through this crate and writes its SQL once for both dialects.
+//!
+//! Layout:
+//! - [`db`]: [`Db`], a sqlx `AnyPool` for a `sqlite:` or `postgres:` URL, migrated at connect
+//!   from [`Migration`]s written in code; a Postgres schema per service; helpers
+//!   ([`is_unique_violation`], [`now_ms`], [`sqlite_url_for`]).
+//! - [`idempotency`]: [`IdempotencyStore`], one atomic claim / complete / abandon API over
+//!   memory or Redis.
+//! - [`testing`]: test helpers for a real Postgres and Redis (unique schemas, loud failures
+//!   when a server is missing). Not `cfg(test)`, so other crates' tests can use it.
+//! - [`StoreError`]: the one error type; URLs in it never show a password.
+
+pub mod db;
+mod error;
+pub mod idempotency;
+pub mod testing;
+
+pub use db::{Backend, Db, DbConfig, Migration, is_unique_violation, now_ms, sqlite_url_for};
+pub use error::StoreError;
+pub use idempotency::{Claim, IdempotencyStore, MemoryStore, RedisStore};

@@ -1,0 +1,417 @@
+//! `Db` against SQLite (temp files) and the test Postgres (one fresh schema per test).
+
+use lab_store::testing::{drop_schema, postgres_test_config};
+use lab_store::{Backend, Db, DbConfig, Migration, StoreError, is_unique_violation, now_ms};
+use sqlx::Row;
+
+const MIGRATIONS: &[Migration] = &[
+    Migration::common(
+        1,
+        "items",
+        "CREATE TABLE items (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            qty BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX items_by_name ON items (name);",
+    ),
+    Migration::per_backend(
+        2,
+        "events",
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)",
+        "CREATE TABLE events (seq BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)",
+    ),
+];
+
+const MORE: Migration = Migration::common(3, "notes", "CREATE TABLE notes (id TEXT PRIMARY KEY)");
+
+fn sqlite_config(dir: &std::path::Path) -> DbConfig {
+    DbConfig {
+        url: lab_store::sqlite_url_for(&dir.join("data dir"), "orders"),
+        schema: Some("orders".into()), // ignored on SQLite
+        max_connections: 4,
+    }
+}
+
+async fn insert_item(db: &Db, id: &str, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(name)
+        .bind(3_i64)
+        .bind(now_ms())
+        .execute(db.pool())
+        .await
+        .map(|_| ())
+}
+
+async fn applied_versions(db: &Db) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+// ---- bodies shared by both backends ----
+
+async fn migrations_run_once_and_reconnect_is_fine(cfg: &DbConfig) {
+    let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
+    assert_eq!(applied_versions(&db).await, [1, 2]);
+    insert_item(&db, "a", "apple").await.unwrap();
+    sqlx::query("INSERT INTO events (body) VALUES ($1)")
+        .bind("hello")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+
+    // Same migrations again: nothing re-runs, data survives.
+    let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
+    assert_eq!(applied_versions(&db).await, [1, 2]);
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    db.close().await;
+
+    // One more migration: only it runs.
+    let mut more = MIGRATIONS.to_vec();
+    more.push(MORE);
+    let db = Db::connect(cfg, &more).await.unwrap();
+    assert_eq!(applied_versions(&db).await, [1, 2, 3]);
+    sqlx::query("INSERT INTO notes (id) VALUES ($1)")
+        .bind("n1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+
+    // An older binary, without migration 3, still starts.
+    let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
+    assert_eq!(applied_versions(&db).await, [1, 2, 3]);
+    db.close().await;
+
+    // A shipped migration whose SQL changed is refused, naming the database.
+    let mut edited = more.clone();
+    edited[0].sqlite = "CREATE TABLE items (id TEXT PRIMARY KEY)";
+    edited[0].postgres = edited[0].sqlite;
+    let err = Db::connect(cfg, &edited).await.unwrap_err();
+    assert!(matches!(err, StoreError::Migrate { .. }), "{err:?}");
+}
+
+async fn placeholders_bind_by_number(cfg: &DbConfig) {
+    let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
+    // $2 appears before $1, and $1 twice.
+    sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($2, $1, $3, $3)")
+        .bind("the-name")
+        .bind("the-id")
+        .bind(42_i64)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT id, name, qty FROM items WHERE name = $1 AND id = $2")
+        .bind("the-name")
+        .bind("the-id")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("id"), "the-id");
+    assert_eq!(row.get::<String, _>("name"), "the-name");
+    assert_eq!(row.get::<i64, _>("qty"), 42);
+    db.close().await;
+}
+
+async fn unique_violation_is_detected(cfg: &DbConfig) {
+    let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
+    insert_item(&db, "dup", "x").await.unwrap();
+    let err = insert_item(&db, "dup", "y").await.unwrap_err();
+    assert!(
+        is_unique_violation(&err),
+        "not seen as a unique violation: {err}"
+    );
+
+    // Other errors are not.
+    let not_null =
+        sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, NULL, 1, 1)")
+            .bind("nn")
+            .execute(db.pool())
+            .await
+            .unwrap_err();
+    assert!(!is_unique_violation(&not_null), "{not_null}");
+    let missing = sqlx::query("SELECT * FROM no_such_table")
+        .execute(db.pool())
+        .await
+        .unwrap_err();
+    assert!(!is_unique_violation(&missing), "{missing}");
+
+    // The failed insert did not poison the pool; a transaction still works.
+    let mut tx = db.pool().begin().await.unwrap();
+    let err = insert_item_tx(&mut tx, "dup").await.unwrap_err();
+    assert!(is_unique_violation(&err));
+    tx.rollback().await.unwrap();
+    db.close().await;
+}
+
+async fn insert_item_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, 'n', 1, 1)")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+/// Writers that start transactions with a write wait for each other instead of failing.
+async fn concurrent_write_transactions_succeed(cfg: &DbConfig) {
+    let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut tx = db.pool().begin().await?;
+                for j in 0..5 {
+                    insert_item_tx(&mut tx, &format!("w{i}-{j}")).await?;
+                }
+                sqlx::query("UPDATE items SET qty = qty + 1 WHERE id = $1")
+                    .bind(format!("w{i}-0"))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 80);
+    db.close().await;
+}
+
+// ---- SQLite ----
+
+#[tokio::test]
+async fn sqlite_creates_the_file_and_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    assert!(!dir.path().join("data dir/orders.db").exists());
+    migrations_run_once_and_reconnect_is_fine(&cfg).await;
+    assert!(dir.path().join("data dir/orders.db").is_file());
+}
+
+#[tokio::test]
+async fn sqlite_binds_placeholders_by_number() {
+    let dir = tempfile::tempdir().unwrap();
+    placeholders_bind_by_number(&sqlite_config(dir.path())).await;
+}
+
+#[tokio::test]
+async fn sqlite_detects_unique_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    unique_violation_is_detected(&sqlite_config(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_writers_wait_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_write_transactions_succeed(&sqlite_config(dir.path())).await;
+}
+
+#[tokio::test]
+async fn sqlite_connections_use_wal_busy_timeout_and_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
+        .await
+        .unwrap();
+    assert_eq!(db.backend(), Backend::Sqlite);
+    // Check every connection the pool opens, not just the first.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut conn = db.pool().acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let fks: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!((mode.as_str(), timeout, sync, fks), ("wal", 5000, 1, 1));
+        conns.push(conn);
+    }
+}
+
+#[tokio::test]
+async fn unsupported_url_scheme_is_an_error_naming_the_url() {
+    let cfg = DbConfig {
+        url: "mysql://app:hunter2@db.example:3306/shop".into(),
+        schema: None,
+        max_connections: 1,
+    };
+    let err = Db::connect(&cfg, MIGRATIONS).await.unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("mysql://app:***@db.example:3306/shop"),
+        "{msg}"
+    );
+    assert!(msg.contains("postgres"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[tokio::test]
+async fn unopenable_sqlite_file_is_an_error_naming_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/dir/x.db", dir.path().display()); // no mode=rwc, no dir
+    let cfg = DbConfig {
+        url: url.clone(),
+        schema: None,
+        max_connections: 1,
+    };
+    let err = Db::connect(&cfg, MIGRATIONS).await.unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains(&url), "{err}");
+}
+
+// ---- Postgres ----
+
+/// Runs `body` against a fresh schema and drops it afterwards, even if `body` panicked.
+async fn with_postgres<F, Fut>(tag: &str, body: F)
+where
+    F: FnOnce(DbConfig) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let cfg = postgres_test_config(tag).await;
+    let result = tokio::spawn(body(cfg.clone())).await;
+    drop_schema(&cfg).await;
+    if let Err(err) = result {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn postgres_migrates_once_into_its_schema() {
+    with_postgres("migrate", |cfg| async move {
+        migrations_run_once_and_reconnect_is_fine(&cfg).await;
+        let db = Db::connect(&cfg, MIGRATIONS).await.unwrap();
+        assert_eq!(db.backend(), Backend::Postgres);
+        // Tables and the migrations table live in the service's schema, not in public.
+        let in_schema: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema::text = $1 AND table_name::text IN ('items', 'events', '_sqlx_migrations')",
+        )
+        .bind(cfg.schema.clone().unwrap())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(in_schema, 3);
+        db.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_binds_placeholders_by_number() {
+    with_postgres("bind", |cfg| async move {
+        placeholders_bind_by_number(&cfg).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_detects_unique_violations() {
+    with_postgres("unique", |cfg| async move {
+        unique_violation_is_detected(&cfg).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_write_transactions_succeed() {
+    with_postgres("writers", |cfg| async move {
+        concurrent_write_transactions_succeed(&cfg).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_schemas_on_one_database_are_isolated() {
+    let a = postgres_test_config("iso_a").await;
+    let b = postgres_test_config("iso_b").await;
+    let (a2, b2) = (a.clone(), b.clone());
+    let result = tokio::spawn(async move {
+        // Connect both at once: migrations and schema creation must not trip over each other.
+        let (da, db) = tokio::join!(Db::connect(&a2, MIGRATIONS), Db::connect(&b2, MIGRATIONS));
+        let (da, db) = (da.unwrap(), db.unwrap());
+        insert_item(&da, "1", "in a").await.unwrap();
+        insert_item(&db, "1", "in b").await.unwrap(); // same id, no conflict
+        insert_item(&db, "2", "also in b").await.unwrap();
+        let names = |d: Db| async move {
+            sqlx::query_scalar::<_, String>("SELECT name FROM items ORDER BY id")
+                .fetch_all(d.pool())
+                .await
+                .unwrap()
+        };
+        assert_eq!(names(da.clone()).await, ["in a"]);
+        assert_eq!(names(db.clone()).await, ["in b", "also in b"]);
+        // Every pooled connection, not just the first, uses its schema.
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let mut conn = da.pool().acquire().await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            held.push(conn);
+        }
+    })
+    .await;
+    drop_schema(&a).await;
+    drop_schema(&b).await;
+    if let Err(err) = result {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn postgres_bad_schema_name_is_an_error_naming_it() {
+    let mut cfg = postgres_test_config("badname").await;
+    for bad in ["Orders", "orders; DROP SCHEMA public", "", "a\"b"] {
+        cfg.schema = Some(bad.to_owned());
+        let err = Db::connect(&cfg, MIGRATIONS).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidSchemaName { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_an_error_naming_the_url_without_password() {
+    let cfg = DbConfig {
+        url: "postgres://app:hunter2@127.0.0.1:1/test".into(),
+        schema: None,
+        max_connections: 1,
+    };
+    let err = Db::connect(&cfg, MIGRATIONS).await.unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("postgres://app:***@127.0.0.1:1/test"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}

@@ -1,0 +1,13 @@
+//! `frlab`, the Failure Recovery Lab CLI, as a library so tests and the experiment runner
+//! can drive the same code.
+//!
+//! - [`stack`]: starts the five service binaries as local processes
+//!   ([`stack::LocalStack`]), kills and restarts them, stops them in order.
+//! - [`client`]: the gRPC calls the commands make (PlaceOrder, Audit snapshots) and how
+//!   their answers are printed.
+//! - [`cli`]: the clap command line (`frlab up`, `frlab order`, `frlab run-sample`) and
+//!   one function per command; `main.rs` only parses and calls [`cli::run`].
+
+pub mod cli;
+pub mod client;
+pub mod stack;

@@ -1,0 +1,244 @@
+//! The gRPC handlers of inventory and its audit counters.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lab_proto::lab::v1::{IdList, SnapshotRequest, SnapshotResponse, audit_server::Audit};
+use lab_proto::shop::v1::inventory_server::Inventory;
+use lab_proto::shop::v1::{
+    GetStockRequest, GetStockResponse, Money, ReleaseRequest, ReleaseResponse, ReserveRequest,
+    ReserveResponse,
+};
+use lab_runtime::{errors, validate};
+use lab_store::Db;
+use sqlx::Row;
+use tonic::{Request, Response, Status};
+
+use crate::sql;
+
+#[derive(Clone, Debug)]
+pub struct InventoryService {
+    db: Db,
+}
+
+impl InventoryService {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+/// Quantities per product, duplicates merged, in product id order (the lock order).
+fn merged_items(req: &ReserveRequest) -> BTreeMap<&str, i64> {
+    let mut merged = BTreeMap::new();
+    for item in &req.items {
+        *merged.entry(item.product_id.as_str()).or_insert(0) += i64::from(item.quantity);
+    }
+    merged
+}
+
+#[tonic::async_trait]
+impl Inventory for InventoryService {
+    async fn reserve(
+        &self,
+        request: Request<ReserveRequest>,
+    ) -> Result<Response<ReserveResponse>, Status> {
+        let req = request.into_inner();
+        validate::id("order_id", &req.order_id, validate::MAX_KEY_LEN)?;
+        validate::line_items("items", &req.items)?;
+        let now = lab_runtime::now_ms();
+        let mut tx = self.db.pool().begin().await.map_err(errors::db)?;
+        let reservation_id = uuid::Uuid::now_v7().to_string();
+        let inserted = sqlx::query(sql::INSERT_RESERVATION)
+            .bind(&req.order_id)
+            .bind(&reservation_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(errors::db)?;
+        if inserted.rows_affected() == 0 {
+            // A retry for an order we already reserved: answer with the first reservation.
+            let row = sqlx::query(sql::SELECT_RESERVATION)
+                .bind(&req.order_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(errors::db)?;
+            let status: String = row.try_get("status").map_err(errors::db)?;
+            if status != "OPEN" {
+                return Err(Status::failed_precondition(format!(
+                    "order_id: the reservation of order {:?} was already released",
+                    req.order_id
+                )));
+            }
+            return Ok(Response::new(ReserveResponse {
+                reservation_id: row.try_get("reservation_id").map_err(errors::db)?,
+                total: Some(Money {
+                    currency: "USD".into(),
+                    minor_units: row.try_get("total_minor").map_err(errors::db)?,
+                }),
+                replayed: true,
+            }));
+        }
+        let mut total: i64 = 0;
+        let mut currency = String::from("USD");
+        for (product_id, quantity) in merged_items(&req) {
+            let taken = sqlx::query(sql::TAKE_STOCK)
+                .bind(quantity)
+                .bind(product_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(errors::db)?;
+            let Some(row) = taken else {
+                let field = req
+                    .items
+                    .iter()
+                    .position(|i| i.product_id == product_id)
+                    .map(|i| format!("items[{i}]"))
+                    .unwrap_or_else(|| "items".into());
+                let exists = sqlx::query(sql::PRODUCT_EXISTS)
+                    .bind(product_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(errors::db)?;
+                return Err(match exists {
+                    None => Status::not_found(format!(
+                        "{field}.product_id: unknown product {product_id:?}"
+                    )),
+                    Some(row) => {
+                        let available: i64 = row.try_get("available").map_err(errors::db)?;
+                        Status::failed_precondition(format!(
+                            "{field}.quantity: only {available} of {product_id:?} available, asked for {quantity}"
+                        ))
+                    }
+                });
+            };
+            let price: i64 = row.try_get("price_minor").map_err(errors::db)?;
+            currency = row.try_get("currency").map_err(errors::db)?;
+            total = total
+                .checked_add(price.checked_mul(quantity).unwrap_or(i64::MAX))
+                .ok_or_else(|| Status::invalid_argument("items: order total overflows"))?;
+            sqlx::query(sql::INSERT_ITEM)
+                .bind(&req.order_id)
+                .bind(product_id)
+                .bind(quantity)
+                .execute(&mut *tx)
+                .await
+                .map_err(errors::db)?;
+        }
+        sqlx::query(sql::SET_TOTAL)
+            .bind(total)
+            .bind(&req.order_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(errors::db)?;
+        tx.commit().await.map_err(errors::db)?;
+        Ok(Response::new(ReserveResponse {
+            reservation_id,
+            total: Some(Money {
+                currency,
+                minor_units: total,
+            }),
+            replayed: false,
+        }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
+        let req = request.into_inner();
+        validate::id("order_id", &req.order_id, validate::MAX_KEY_LEN)?;
+        let mut tx = self.db.pool().begin().await.map_err(errors::db)?;
+        let released = sqlx::query(sql::RELEASE)
+            .bind(&req.order_id)
+            .bind(lab_runtime::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(errors::db)?;
+        if released.rows_affected() == 0 {
+            return Ok(Response::new(ReleaseResponse { released: false }));
+        }
+        let items = sqlx::query(sql::RESERVATION_ITEMS)
+            .bind(&req.order_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(errors::db)?;
+        for row in items {
+            let product_id: String = row.try_get("product_id").map_err(errors::db)?;
+            let quantity: i64 = row.try_get("quantity").map_err(errors::db)?;
+            sqlx::query(sql::RETURN_STOCK)
+                .bind(quantity)
+                .bind(product_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(errors::db)?;
+        }
+        tx.commit().await.map_err(errors::db)?;
+        Ok(Response::new(ReleaseResponse { released: true }))
+    }
+
+    async fn get_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<GetStockResponse>, Status> {
+        let req = request.into_inner();
+        validate::id("product_id", &req.product_id, validate::MAX_ID_LEN)?;
+        let row = sqlx::query(sql::GET_STOCK)
+            .bind(&req.product_id)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(errors::db)?
+            .ok_or_else(|| {
+                Status::not_found(format!("product_id: unknown product {:?}", req.product_id))
+            })?;
+        Ok(Response::new(GetStockResponse {
+            product_id: row.try_get("product_id").map_err(errors::db)?,
+            available: row.try_get("available").map_err(errors::db)?,
+            reserved: row.try_get("reserved").map_err(errors::db)?,
+            unit_price: Some(Money {
+                currency: row.try_get("currency").map_err(errors::db)?,
+                minor_units: row.try_get("price_minor").map_err(errors::db)?,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Audit for InventoryService {
+    async fn snapshot(
+        &self,
+        request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
+        let pool = self.db.pool();
+        let mut counters = HashMap::new();
+        let mut total = 0;
+        for row in sqlx::query(sql::COUNT_BY_STATUS)
+            .fetch_all(pool)
+            .await
+            .map_err(errors::db)?
+        {
+            let status: String = row.try_get("status").map_err(errors::db)?;
+            let n: i64 = row.try_get("n").map_err(errors::db)?;
+            total += n;
+            counters.insert(format!("{}_reservations", status.to_lowercase()), n);
+        }
+        counters.entry("open_reservations".into()).or_insert(0);
+        counters.entry("released_reservations".into()).or_insert(0);
+        counters.insert("reservations_total".into(), total);
+        let mut ids = HashMap::new();
+        if request.get_ref().include_ids {
+            let open = sqlx::query(sql::OPEN_ORDER_IDS)
+                .fetch_all(pool)
+                .await
+                .map_err(errors::db)?
+                .iter()
+                .map(|r| r.try_get::<String, _>("order_id"))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(errors::db)?;
+            ids.insert("open_reservation_order_ids".into(), IdList { ids: open });
+        }
+        Ok(Response::new(SnapshotResponse {
+            service: "inventory".into(),
+            counters,
+            ids,
+        }))
+    }
+}

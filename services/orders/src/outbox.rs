@@ -1,0 +1,121 @@
+//! The outbox relay: delivers committed events to Notifications at least once.
+//!
+//! An event is written in the same transaction that confirms its order, so it exists if and
+//! only if the order is confirmed. The relay polls for undelivered rows, delivers them in
+//! creation order and marks each delivered after Notifications answered OK. A crash between
+//! the two means a second delivery, which Notifications deduplicates by event id: the side
+//! effect still happens once.
+
+use std::time::Duration;
+
+use lab_proto::shop::v1::DeliverRequest;
+use lab_proto::shop::v1::notifications_client::NotificationsClient;
+use lab_runtime::Shutdown;
+use lab_store::Db;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use sqlx::Row;
+use tonic::transport::Channel;
+
+use crate::sql;
+
+/// Rows delivered per poll at most.
+const BATCH: i64 = 100;
+/// Time allowed for one Deliver call.
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Relay {
+    db: Db,
+    notifications: NotificationsClient<Channel>,
+    poll: Duration,
+    delivered: Counter,
+    failures: Counter,
+}
+
+impl Relay {
+    pub fn new(
+        db: Db,
+        notifications: NotificationsClient<Channel>,
+        poll: Duration,
+        registry: &mut Registry,
+    ) -> Self {
+        let relay = Self {
+            db,
+            notifications,
+            poll,
+            delivered: Counter::default(),
+            failures: Counter::default(),
+        };
+        registry.register(
+            "outbox_delivered",
+            "Outbox events delivered to notifications",
+            relay.delivered.clone(),
+        );
+        registry.register(
+            "outbox_delivery_failures",
+            "Outbox deliveries that failed and will be retried",
+            relay.failures.clone(),
+        );
+        relay
+    }
+
+    /// Polls until `shutdown`, then returns (undelivered rows wait for the next start).
+    pub async fn run(mut self, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+            if let Err(e) = self.relay_once().await {
+                tracing::warn!("outbox relay: {e}");
+            }
+        }
+    }
+
+    /// Delivers one batch. Stops at the first failure: the next poll retries from there.
+    pub async fn relay_once(&mut self) -> Result<u64, sqlx::Error> {
+        let rows = sqlx::query(sql::PENDING_EVENTS)
+            .bind(BATCH)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut delivered = 0;
+        for row in rows {
+            let event_id: String = row.try_get("event_id")?;
+            let mut request = tonic::Request::new(DeliverRequest {
+                event_id: event_id.clone(),
+                order_id: row.try_get("order_id")?,
+                kind: row.try_get("kind")?,
+                payload_json: row.try_get("payload_json")?,
+            });
+            request.set_timeout(DELIVER_TIMEOUT);
+            let outcome =
+                tokio::time::timeout(DELIVER_TIMEOUT, self.notifications.deliver(request)).await;
+            match outcome {
+                Ok(Ok(_)) => {
+                    sqlx::query(sql::MARK_DELIVERED)
+                        .bind(&event_id)
+                        .bind(lab_runtime::now_ms())
+                        .execute(self.db.pool())
+                        .await?;
+                    self.delivered.inc();
+                    delivered += 1;
+                }
+                failed => {
+                    let error = match failed {
+                        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                        _ => "timed out".to_string(),
+                    };
+                    self.failures.inc();
+                    sqlx::query(sql::MARK_FAILED_ATTEMPT)
+                        .bind(&event_id)
+                        .bind(&error)
+                        .execute(self.db.pool())
+                        .await?;
+                    tracing::debug!(event_id, "outbox delivery failed: {error}");
+                    break;
+                }
+            }
+        }
+        Ok(delivered)
+    }
+}

@@ -1,0 +1,123 @@
+//! Payments: a payment processor with finite capacity and a ledger.
+//!
+//! A charge is admitted by the capacity model ([`capacity`]: slots, bounded queue, queue
+//! timeout, lognormal service time), holds its slot for the service time, then is written
+//! to the ledger. With idempotency on, a charge is deduplicated by its idempotency key
+//! (claim / replay / in-flight conflict, via lab-store). A charge that completes after the
+//! caller's deadline is counted as wasted work.
+//!
+//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; `sql` every
+//! statement.
+
+pub mod capacity;
+mod service;
+mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use lab_proto::lab::v1::audit_server::AuditServer;
+use lab_proto::shop::v1::payments_server::PaymentsServer;
+use lab_runtime::{Bound, CommonArgs, ServiceConfig, ServiceHost, Shutdown};
+
+pub use capacity::{Capacity, CapacityConfig};
+pub use service::PaymentsService;
+
+/// The payments service. Flags can also be set by environment variable.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "payments",
+    version,
+    about = "Payments service of the Failure Recovery Lab: a processor with finite capacity"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Charges processed at the same time.
+    #[arg(long, env = "PAYMENTS_SLOTS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub slots: u32,
+    /// Charges that may wait for a slot; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PAYMENTS_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub queue: u32,
+    /// Longest wait for a slot before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PAYMENTS_QUEUE_TIMEOUT_MS", default_value_t = 500)]
+    pub queue_timeout_ms: u64,
+    /// Median service time of one charge (lognormal).
+    #[arg(long, env = "PAYMENTS_SERVICE_TIME_P50_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub service_time_p50_ms: u64,
+    /// 95th percentile of the service time; at least the median.
+    #[arg(long, env = "PAYMENTS_SERVICE_TIME_P95_MS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub service_time_p95_ms: u64,
+    /// Seed of the service-time draws.
+    #[arg(long, env = "PAYMENTS_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Deduplicate charges by idempotency key.
+    #[arg(long, env = "PAYMENTS_IDEMPOTENCY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub idempotency: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::parse_from(["payments"])
+    }
+}
+
+impl ServiceConfig for Config {
+    const NAME: &'static str = "payments";
+    const GRPC_PORT: u16 = 50054;
+    const HTTP_PORT: u16 = 9104;
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+impl Config {
+    /// The capacity model this config describes, or an error naming the bad flag.
+    pub fn capacity(&self) -> anyhow::Result<CapacityConfig> {
+        if self.service_time_p95_ms < self.service_time_p50_ms {
+            anyhow::bail!(
+                "--service-time-p95-ms ({}) must be at least --service-time-p50-ms ({})",
+                self.service_time_p95_ms,
+                self.service_time_p50_ms
+            );
+        }
+        Ok(CapacityConfig {
+            slots: self.slots as usize,
+            queue: self.queue as usize,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+            service_p50: Duration::from_millis(self.service_time_p50_ms),
+            service_p95: Duration::from_millis(self.service_time_p95_ms),
+            seed: self.seed,
+        })
+    }
+}
+
+/// Runs payments on `bound` until `shutdown` fires.
+pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let capacity = Arc::new(Capacity::new(config.capacity()?));
+    let db =
+        lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
+    let idempotency = if config.idempotency {
+        Some(config.common.idempotency_store(Config::NAME).await?)
+    } else {
+        None
+    };
+    let mut host = ServiceHost::new(Config::NAME);
+    let svc = PaymentsService::new(
+        db.clone(),
+        capacity.clone(),
+        idempotency,
+        host.registry_mut(),
+    );
+    host.state()
+        .register("capacity", move || capacity.snapshot());
+    host.add_service(
+        PaymentsServer::new(svc.clone())
+            .max_decoding_message_size(lab_runtime::host::MAX_MESSAGE_BYTES),
+    )
+    .add_service(AuditServer::new(svc));
+    host.serve(bound, shutdown).await?;
+    db.close().await;
+    Ok(())
+}

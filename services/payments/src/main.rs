@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    lab_runtime::launch::main(payments::run)
+}

@@ -1,0 +1,327 @@
+//! Payments through a real server on 127.0.0.1:0: ledger, idempotency, bad input, and the
+//! capacity model (slots, bounded queue, deadline while queued).
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use lab_proto::lab::v1::SnapshotRequest;
+use lab_proto::lab::v1::audit_client::AuditClient;
+use lab_proto::shop::v1::payments_client::PaymentsClient;
+use lab_proto::shop::v1::{ChargeRequest, GetChargeRequest, Money, RefundRequest};
+use lab_runtime::testing::TestApp;
+use tonic::Code;
+
+async fn spawn(dir: &tempfile::TempDir, extra: &[&str]) -> TestApp {
+    let mut args = vec!["payments", "--data-dir", dir.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    TestApp::spawn(payments::Config::parse_from(args), payments::run).await
+}
+
+fn charge(order: &str, key: &str, minor: i64) -> ChargeRequest {
+    ChargeRequest {
+        order_id: order.into(),
+        amount: Some(Money {
+            currency: "USD".into(),
+            minor_units: minor,
+        }),
+        idempotency_key: key.into(),
+    }
+}
+
+#[tokio::test]
+async fn charges_replay_refund_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(
+        &dir,
+        &["--service-time-p50-ms", "1", "--service-time-p95-ms", "2"],
+    )
+    .await;
+    let mut client = PaymentsClient::new(app.channel());
+    let first = client
+        .charge(charge("o1", "k1", 1234))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.replayed);
+    let again = client
+        .charge(charge("o1", "k1", 1234))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed, "the same key must replay");
+    assert_eq!(again.charge_id, first.charge_id);
+    let record = client
+        .get_charge(GetChargeRequest {
+            charge_id: first.charge_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(record.order_id, "o1");
+    assert_eq!(record.amount.unwrap().minor_units, 1234);
+    assert!(
+        client
+            .refund(RefundRequest {
+                charge_id: first.charge_id.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .refunded
+    );
+    assert!(
+        !client
+            .refund(RefundRequest {
+                charge_id: first.charge_id
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .refunded
+    );
+    let unknown = client
+        .refund(RefundRequest {
+            charge_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let audit = AuditClient::new(app.channel())
+        .snapshot(SnapshotRequest { include_ids: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audit.counters["charges_total"], 1);
+    assert_eq!(audit.counters["orders_charged_more_than_once"], 0);
+    let (code, metrics) = app.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("payments_charges_total{service=\"payments\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "rpc_server_requests_total{service=\"payments\",method=\"/shop.v1.Payments/Charge\"} 2"
+        ),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_idempotency_the_same_key_charges_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(
+        &dir,
+        &[
+            "--idempotency",
+            "false",
+            "--service-time-p50-ms",
+            "1",
+            "--service-time-p95-ms",
+            "2",
+        ],
+    )
+    .await;
+    let mut client = PaymentsClient::new(app.channel());
+    let a = client
+        .charge(charge("o1", "k1", 100))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = client
+        .charge(charge("o1", "k1", 100))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(a.charge_id, b.charge_id);
+    let audit = AuditClient::new(app.channel())
+        .snapshot(SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audit.counters["orders_charged_more_than_once"], 1);
+    assert_eq!(audit.counters["duplicate_charges"], 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_charges_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&dir, &[]).await;
+    let mut client = PaymentsClient::new(app.channel());
+    let cases = [
+        (charge("o1", "k", -5), "amount.minor_units"),
+        (charge("o1", "", 5), "idempotency_key"),
+        (charge("", "k", 5), "order_id"),
+        (
+            ChargeRequest {
+                amount: None,
+                ..charge("o1", "k", 5)
+            },
+            "amount",
+        ),
+        (
+            ChargeRequest {
+                amount: Some(Money {
+                    currency: "dollars".into(),
+                    minor_units: 5,
+                }),
+                ..charge("o1", "k", 5)
+            },
+            "amount.currency",
+        ),
+    ];
+    for (req, field) in cases {
+        let err = client.charge(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(
+            err.message().starts_with(&format!("{field}: ")),
+            "{field}: {}",
+            err.message()
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+/// Offered more than slots + queue at once, payments refuses the excess with
+/// RESOURCE_EXHAUSTED, and the admitted charges' latency grows with their place in the queue.
+#[tokio::test]
+async fn capacity_refuses_the_excess_and_queueing_adds_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(
+        &dir,
+        &[
+            "--slots",
+            "2",
+            "--queue",
+            "3",
+            "--queue-timeout-ms",
+            "5000",
+            "--service-time-p50-ms",
+            "200",
+            "--service-time-p95-ms",
+            "200",
+        ],
+    )
+    .await;
+    let client = PaymentsClient::new(app.channel());
+    // Warm the connection so all ten calls arrive together.
+    let _ = client
+        .clone()
+        .get_charge(GetChargeRequest {
+            charge_id: "warm".into(),
+        })
+        .await;
+    let calls = (0..10).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let started = Instant::now();
+            let res = client
+                .charge(charge(&format!("o{i}"), &format!("k{i}"), 100))
+                .await;
+            (res.map(|_| ()).map_err(|s| s.code()), started.elapsed())
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut ok: Vec<Duration> = results
+        .iter()
+        .filter(|(r, _)| r.is_ok())
+        .map(|(_, d)| *d)
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|(r, _)| *r == Err(Code::ResourceExhausted))
+        .count();
+    assert_eq!(ok.len(), 5, "2 slots + 3 queued are served: {results:?}");
+    assert_eq!(
+        refused, 5,
+        "the rest is refused with RESOURCE_EXHAUSTED: {results:?}"
+    );
+    ok.sort();
+    // Served in three waves of at most two: ~200 ms, ~400 ms, ~600 ms.
+    assert!(
+        ok[0] >= Duration::from_millis(190) && ok[0] < Duration::from_millis(350),
+        "{ok:?}"
+    );
+    assert!(
+        ok[4] >= Duration::from_millis(550),
+        "the last queued charge waited two service times: {ok:?}"
+    );
+    let state = app.state().await;
+    assert_eq!(state["capacity"]["slots"], 2);
+    app.stop().await.unwrap();
+}
+
+/// A charge whose deadline passes while it waits in the queue is refused without work;
+/// a charge that was already running completes (counted as wasted when late).
+#[tokio::test]
+async fn deadline_passing_in_the_queue_does_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(
+        &dir,
+        &[
+            "--slots",
+            "1",
+            "--queue",
+            "5",
+            "--queue-timeout-ms",
+            "5000",
+            "--service-time-p50-ms",
+            "300",
+            "--service-time-p95-ms",
+            "300",
+        ],
+    )
+    .await;
+    let client = PaymentsClient::new(app.channel());
+    let running = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.charge(charge("o1", "k1", 100)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut late = tonic::Request::new(charge("o2", "k2", 100));
+    late.set_timeout(Duration::from_millis(100));
+    let err = client.clone().charge(late).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    running.await.unwrap().unwrap();
+    // Give the detached task of the late charge time to notice its deadline.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let audit = AuditClient::new(app.channel())
+        .snapshot(SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        audit.counters["charges_total"], 1,
+        "the late charge did no work"
+    );
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(
+        metrics
+            .contains("payments_rejected_total{service=\"payments\",reason=\"deadline_passed\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn inconsistent_service_times_are_refused_naming_the_flags() {
+    let config = payments::Config::parse_from([
+        "payments",
+        "--service-time-p50-ms",
+        "50",
+        "--service-time-p95-ms",
+        "10",
+    ]);
+    let err = config.capacity().unwrap_err().to_string();
+    assert!(
+        err.contains("--service-time-p95-ms") && err.contains("--service-time-p50-ms"),
+        "{err}"
+    );
+    assert!(payments::Config::try_parse_from(["payments", "--slots", "0"]).is_err());
+}
