@@ -115,9 +115,9 @@ fn tcp_probe(url: &str) -> Result<(), String> {
 fn unreachable_server(server: &str, url: &str, env: &str, err: &str) -> ! {
     panic!(
         "{server} is unreachable at {url} ({err}).\n\
-         These tests need a real {server}; they do not skip. CI starts Postgres and Redis as \
-         service containers on 127.0.0.1:5432 (user postgres, trust auth, database `test`) and \
-         127.0.0.1:6379 before `cargo nextest run`. Locally, start the server (e.g. \
+         These tests need a real {server}; they do not skip. `.ci/run` starts Postgres on \
+         127.0.0.1:5432 (user postgres, trust auth, database `test`) and Redis on \
+         127.0.0.1:6379 when they are not running, before `make test`. Locally, start the server (e.g. \
          `pg_ctlcluster 15 main start` / `redis-server --daemonize yes`) or set {env} to one \
          that is running.",
         url = redact_url(url),

@@ -29,6 +29,7 @@ pub use service::PaymentsService;
 #[command(
     name = "payments",
     version,
+    args_override_self = true,
     about = "Payments service of the Failure Recovery Lab: a processor with finite capacity"
 )]
 pub struct Config {

@@ -1,0 +1,45 @@
+# Failure Recovery Lab. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+PROFILE_DIR := target/debug
+FRLAB := $(PROFILE_DIR)/frlab
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the five services and frlab (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: run
+run: build ## Main job: start the local stack (embedded storage), place a sample order, print the audit, stop
+	$(FRLAB) run-sample
+
+.PHONY: up
+up: build ## Start the local stack and keep it running until ctrl-c
+	$(FRLAB) up
+
+.PHONY: order
+order: build ## Place one order through a running stack (see `make up`)
+	$(FRLAB) order
+
+.PHONY: test
+test: ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: clean
+clean: ## Remove build output and local data
+	$(CARGO) clean
+	rm -rf data
