@@ -26,8 +26,12 @@ up: build ## Start the local stack and keep it running until ctrl-c
 order: build ## Place one order through a running stack (see `make up`)
 	$(FRLAB) order
 
+.PHONY: tools
+tools: ## Install cargo-nextest if it is missing
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
 .PHONY: test
-test: ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
+test: tools ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: lint

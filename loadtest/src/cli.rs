@@ -111,7 +111,7 @@ impl StackArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub stack: StackArgs,
-    /// Where the services keep their SQLite files; logs go to <DIR>/logs/
+    /// Where the services keep their SQLite files; logs go to DIR/logs/
     #[arg(long, value_name = "DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 }
@@ -219,9 +219,10 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         }
         exited = stack.exited() => {
             eprintln!(
-                "\n{} exited unexpectedly ({}); stopping the others\n{}",
+                "\nerror: {} exited unexpectedly ({})\n{}",
                 exited.service, exited.status, exited.log_tail
             );
+            println!("\nstopping the others, gateway first");
             ExitCode::FAILURE
         }
     };

@@ -25,7 +25,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 pub use process::{ExitedBeforeReady, READY_PREFIX, log_tail, parse_ready_line};
-use process::{Launch, kill_quietly, sigkill_now, spawn_ready, tail_note, terminate};
+use process::{Launch, exited_early, kill_quietly, sigkill_now, spawn_ready, tail_note, terminate};
 
 /// The services in start order; [`LocalStack::stop`] goes in reverse.
 pub const SERVICES: [&str; 5] = [
@@ -240,13 +240,15 @@ impl LocalStack {
                 env_remove: SERVICE_ENV,
             };
             let listen = with_listen(&launch, grpc, http);
-            let (child, endpoint) = spawn_ready(&listen, stack.opts.ready_timeout, false).await?;
-            // Owned by the stack from here on, so an error below still kills it (Drop).
+            let timeout = stack.opts.ready_timeout;
+            // On an error the child is dropped, which kills it; the stack's Drop kills the
+            // services started before.
+            let (mut child, endpoint) = spawn_ready(&listen, timeout, false).await?;
+            wait_serving(&mut child, &listen, &endpoint, timeout).await?;
             stack.members.push(Member {
                 launch,
                 child: Some(child),
             });
-            wait_serving(&endpoint, stack.opts.ready_timeout).await?;
             tracing::info!(service, grpc = %endpoint.grpc, http = %endpoint.http, "service ready");
             stack.endpoints.push(endpoint);
         }
@@ -303,7 +305,7 @@ impl LocalStack {
         let old = self.endpoints[i].clone();
         let launch = with_listen(&self.members[i].launch, old.grpc.port(), old.http.port());
         let mut attempt = 1;
-        let (child, endpoint) = loop {
+        let (mut child, endpoint) = loop {
             match spawn_ready(&launch, self.opts.ready_timeout, true).await {
                 Ok(started) => break started,
                 Err(e) if attempt < RESTART_ATTEMPTS && e.is::<ExitedBeforeReady>() => {
@@ -316,11 +318,11 @@ impl LocalStack {
                 }
             }
         };
-        self.members[i].child = Some(child);
         if endpoint != old {
             bail!("{service} came back on {endpoint:?}, expected {old:?}");
         }
-        wait_serving(&endpoint, self.opts.ready_timeout).await?;
+        wait_serving(&mut child, &launch, &endpoint, self.opts.ready_timeout).await?;
+        self.members[i].child = Some(child);
         tracing::info!(service, attempt, "restarted");
         Ok(())
     }
@@ -466,9 +468,25 @@ fn with_listen(launch: &Launch, grpc: u16, http: u16) -> Launch {
     }
 }
 
+/// Waits for gRPC health to report SERVING, failing early if the process exits meanwhile.
+async fn wait_serving(
+    child: &mut Child,
+    launch: &Launch,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<()> {
+    tokio::select! {
+        serving = health_serving(endpoint, timeout) => serving,
+        status = child.wait() => Err(exited_early(
+            launch,
+            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+        )),
+    }
+}
+
 /// Polls grpc.health.v1 (overall status, service "") until SERVING. A server without the
 /// health service (UNIMPLEMENTED, NOT_FOUND) counts as ready: its ready line has to do.
-async fn wait_serving(endpoint: &Endpoint, timeout: Duration) -> Result<()> {
+async fn health_serving(endpoint: &Endpoint, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let channel = tonic::transport::Endpoint::from_shared(endpoint.grpc_url())?
         .connect_timeout(Duration::from_secs(1))

@@ -153,6 +153,46 @@ async fn kill_restart_and_stop_leave_nothing_running() {
 }
 
 #[tokio::test]
+async fn a_service_that_fails_to_start_is_named_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.extra_args
+        .insert("payments".into(), vec!["--no-such-flag".into()]);
+    let err = LocalStack::start(opts)
+        .await
+        .err()
+        .expect("start must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("payments exited before it was ready"), "{msg}");
+    assert!(
+        msg.contains("--no-such-flag"),
+        "the log tail is quoted: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_while_up_is_reported_by_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = LocalStack::start(options(dir.path())).await.unwrap();
+    let pid = stack.pid("inventory").unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exited = tokio::time::timeout(Duration::from_secs(10), stack.exited())
+        .await
+        .expect("exited() did not notice the crash");
+    assert_eq!(exited.service, "inventory");
+    assert!(exited.status.contains("SIGKILL"), "{}", exited.status);
+    assert_eq!(stack.pid("inventory"), None);
+    let stopped = stack.stop_each().await;
+    let inventory = stopped.iter().find(|o| o.service == "inventory").unwrap();
+    assert!(inventory.status.is_none(), "{inventory}");
+    assert!(stopped.iter().all(|o| o.is_clean()), "{stopped:?}");
+}
+
+#[tokio::test]
 async fn dropping_the_stack_kills_every_service() {
     let dir = tempfile::tempdir().unwrap();
     let stack = LocalStack::start(options(dir.path())).await.unwrap();

@@ -109,7 +109,9 @@ pub async fn spawn_ready(
                     Some(endpoint) => {
                         let endpoint = endpoint.with_context(|| format!("{name} announced itself"))?;
                         if endpoint.service != *name {
-                            bail!("{} announced itself as `{}`, expected `{name}`", launch.program.display(), endpoint.service);
+                            let program = launch.program.display();
+                            bail!("{program} announced itself as `{}`, expected `{name}`",
+                                endpoint.service);
                         }
                         tokio::spawn(forward_stdout(lines, launch.log.clone(), name.clone()));
                         return Ok((child, endpoint));
@@ -124,12 +126,12 @@ pub async fn spawn_ready(
                         Err(_) => "closed its stdout and kept running; killed it".into(),
                     };
                     kill_quietly(&mut child).await;
-                    return Err(exited(launch, status));
+                    return Err(exited_early(launch, status));
                 }
             },
             status = child.wait() => {
                 let status = status.with_context(|| format!("waiting for {name}"))?;
-                return Err(exited(launch, status.to_string()));
+                return Err(exited_early(launch, status.to_string()));
             }
             () = tokio::time::sleep_until(deadline) => {
                 kill_quietly(&mut child).await;
@@ -140,7 +142,8 @@ pub async fn spawn_ready(
     }
 }
 
-fn exited(launch: &Launch, status: String) -> anyhow::Error {
+/// An [`ExitedBeforeReady`] for `launch`, quoting its log tail.
+pub fn exited_early(launch: &Launch, status: String) -> anyhow::Error {
     ExitedBeforeReady {
         service: launch.service.clone(),
         status,
@@ -149,17 +152,18 @@ fn exited(launch: &Launch, status: String) -> anyhow::Error {
     .into()
 }
 
+/// Opens the log in append mode in every case: frlab's own lines (stray stdout, restart
+/// markers) and the child's stderr then never overwrite each other.
 fn open_log(path: &Path, append: bool) -> Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true);
-    if append {
-        options.append(true);
-    } else {
-        options.write(true).truncate(true);
+    let context = || format!("opening log file {}", path.display());
+    if !append {
+        File::create(path).with_context(context)?;
     }
-    options
+    OpenOptions::new()
+        .create(true)
+        .append(true)
         .open(path)
-        .with_context(|| format!("opening log file {}", path.display()))
+        .with_context(context)
 }
 
 /// Keeps draining a service's stdout after its ready line so it never blocks on a full pipe.
