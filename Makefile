@@ -34,6 +34,10 @@ tools: ## Install cargo-nextest if it is missing
 test: tools ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
 	$(CARGO) nextest run --workspace --no-fail-fast
 
+.PHONY: bench
+bench: ## Benchmarks: PlaceOrder chain (SQLite and Postgres) vs a bare tonic chain, as ratios
+	$(CARGO) bench -p frlab --bench chain
+
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

@@ -140,8 +140,11 @@ impl Capacity {
         }
     }
 
-    /// One draw of the service time.
+    /// One draw of the service time (zero when the median is configured as zero).
     pub fn service_time(&self) -> Duration {
+        if self.config.service_p50.is_zero() {
+            return Duration::ZERO;
+        }
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         self.service_time.sample(&mut rng)
     }

@@ -44,11 +44,11 @@ pub struct Config {
     /// Longest wait for a slot before RESOURCE_EXHAUSTED.
     #[arg(long, env = "PAYMENTS_QUEUE_TIMEOUT_MS", default_value_t = 500)]
     pub queue_timeout_ms: u64,
-    /// Median service time of one charge (lognormal).
-    #[arg(long, env = "PAYMENTS_SERVICE_TIME_P50_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Median service time of one charge (lognormal); 0 = no modelled service time.
+    #[arg(long, env = "PAYMENTS_SERVICE_TIME_P50_MS", default_value_t = 20)]
     pub service_time_p50_ms: u64,
     /// 95th percentile of the service time; at least the median.
-    #[arg(long, env = "PAYMENTS_SERVICE_TIME_P95_MS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PAYMENTS_SERVICE_TIME_P95_MS", default_value_t = 60)]
     pub service_time_p95_ms: u64,
     /// Seed of the service-time draws.
     #[arg(long, env = "PAYMENTS_SEED", default_value_t = 1)]

@@ -1,0 +1,1 @@
+//! Composition of the client and server stacks a profile describes. (Being written.)

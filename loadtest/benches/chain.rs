@@ -1,0 +1,308 @@
+//! PlaceOrder through the whole chain, against a bare tonic unary chain of the same depth
+//! measured in the same run.
+//!
+//! `cargo bench -p frlab --bench chain` (or `make bench`). Each chain gets the same closed-loop
+//! load (CONCURRENCY callers, unique idempotency keys) for MEASURE after WARMUP; printed are
+//! throughput, p50 and p99, and each as a ratio to the bare chain. Payments' modelled service
+//! time is set to zero so the ratio shows what our code (validation, storage, idempotency,
+//! outbox, metrics) costs over the tonic plumbing alone.
+//!
+//! The bare chain: Gateway.PlaceOrder -> Orders.CreateOrder -> Inventory.Reserve then
+//! Payments.Charge, each handler answering at once, on plain tonic servers.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lab_proto::shop::v1 as shop;
+use lab_proto::shop::v1::gateway_client::GatewayClient;
+use shop::gateway_server::{Gateway, GatewayServer};
+use shop::inventory_client::InventoryClient;
+use shop::inventory_server::{Inventory, InventoryServer};
+use shop::orders_client::OrdersClient;
+use shop::orders_server::{Orders, OrdersServer};
+use shop::payments_client::PaymentsClient;
+use shop::payments_server::{Payments, PaymentsServer};
+use support::{Backend, Stack};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+const CONCURRENCY: usize = 16;
+const WARMUP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+
+struct BareGateway(OrdersClient<Channel>);
+struct BareOrders(InventoryClient<Channel>, PaymentsClient<Channel>);
+struct BareInventory;
+struct BarePayments;
+
+#[tonic::async_trait]
+impl Gateway for BareGateway {
+    async fn place_order(
+        &self,
+        r: Request<shop::PlaceOrderRequest>,
+    ) -> Result<Response<shop::PlaceOrderResponse>, Status> {
+        let r = r.into_inner();
+        let created = self
+            .0
+            .clone()
+            .create_order(shop::CreateOrderRequest {
+                idempotency_key: r.idempotency_key,
+                customer_id: r.customer_id,
+                items: r.items,
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(shop::PlaceOrderResponse {
+            order: created.order,
+        }))
+    }
+    async fn get_order(
+        &self,
+        _: Request<shop::GetOrderRequest>,
+    ) -> Result<Response<shop::Order>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+}
+
+#[tonic::async_trait]
+impl Orders for BareOrders {
+    async fn create_order(
+        &self,
+        r: Request<shop::CreateOrderRequest>,
+    ) -> Result<Response<shop::CreateOrderResponse>, Status> {
+        let r = r.into_inner();
+        let reserved = self
+            .0
+            .clone()
+            .reserve(shop::ReserveRequest {
+                order_id: r.idempotency_key.clone(),
+                items: r.items.clone(),
+            })
+            .await?
+            .into_inner();
+        let charged = self
+            .1
+            .clone()
+            .charge(shop::ChargeRequest {
+                order_id: r.idempotency_key.clone(),
+                amount: reserved.total.clone(),
+                idempotency_key: r.idempotency_key.clone(),
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(shop::CreateOrderResponse {
+            order: Some(shop::Order {
+                order_id: r.idempotency_key.clone(),
+                idempotency_key: r.idempotency_key,
+                customer_id: r.customer_id,
+                items: r.items,
+                total: reserved.total,
+                status: shop::OrderStatus::Confirmed as i32,
+                charge_id: charged.charge_id,
+                ..Default::default()
+            }),
+        }))
+    }
+    async fn get_order(
+        &self,
+        _: Request<shop::GetOrderRequest>,
+    ) -> Result<Response<shop::Order>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+}
+
+#[tonic::async_trait]
+impl Inventory for BareInventory {
+    async fn reserve(
+        &self,
+        r: Request<shop::ReserveRequest>,
+    ) -> Result<Response<shop::ReserveResponse>, Status> {
+        Ok(Response::new(shop::ReserveResponse {
+            reservation_id: r.into_inner().order_id,
+            total: Some(shop::Money {
+                currency: "USD".into(),
+                minor_units: 199,
+            }),
+            replayed: false,
+        }))
+    }
+    async fn release(
+        &self,
+        _: Request<shop::ReleaseRequest>,
+    ) -> Result<Response<shop::ReleaseResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn get_stock(
+        &self,
+        _: Request<shop::GetStockRequest>,
+    ) -> Result<Response<shop::GetStockResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+}
+
+#[tonic::async_trait]
+impl Payments for BarePayments {
+    async fn charge(
+        &self,
+        r: Request<shop::ChargeRequest>,
+    ) -> Result<Response<shop::ChargeResponse>, Status> {
+        Ok(Response::new(shop::ChargeResponse {
+            charge_id: r.into_inner().order_id,
+            replayed: false,
+        }))
+    }
+    async fn refund(
+        &self,
+        _: Request<shop::RefundRequest>,
+    ) -> Result<Response<shop::RefundResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn get_charge(
+        &self,
+        _: Request<shop::GetChargeRequest>,
+    ) -> Result<Response<shop::ChargeRecord>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+}
+
+/// Serves `router` on 127.0.0.1:0 for the rest of the process.
+async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+fn channel(addr: SocketAddr) -> Channel {
+    lab_runtime::client::lazy_channel("bench", &format!("http://{addr}")).unwrap()
+}
+
+async fn bare_chain() -> Channel {
+    let server = || tonic::transport::Server::builder().tcp_nodelay(true);
+    let inventory = serve(server().add_service(InventoryServer::new(BareInventory))).await;
+    let payments = serve(server().add_service(PaymentsServer::new(BarePayments))).await;
+    let orders = serve(server().add_service(OrdersServer::new(BareOrders(
+        InventoryClient::new(channel(inventory)),
+        PaymentsClient::new(channel(payments)),
+    ))))
+    .await;
+    let gateway = serve(
+        server().add_service(GatewayServer::new(BareGateway(OrdersClient::new(channel(
+            orders,
+        ))))),
+    )
+    .await;
+    channel(gateway)
+}
+
+struct Measured {
+    throughput: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+/// Closed loop: CONCURRENCY callers place orders back to back.
+async fn measure(gateway: Channel) -> Measured {
+    let run = |until: Instant, record: bool| {
+        let gateway = gateway.clone();
+        async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut client = GatewayClient::new(gateway);
+            while Instant::now() < until {
+                let started = Instant::now();
+                let req = shop::PlaceOrderRequest {
+                    idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    customer_id: "bench".into(),
+                    items: vec![shop::LineItem {
+                        product_id: "sku-1".into(),
+                        quantity: 1,
+                    }],
+                };
+                match client.place_order(req).await {
+                    Ok(_) if record => latencies.push(started.elapsed()),
+                    Ok(_) => {}
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }
+    };
+    let warm = Instant::now() + WARMUP;
+    futures::future::join_all((0..CONCURRENCY).map(|_| run(warm, false))).await;
+    let started = Instant::now();
+    let results =
+        futures::future::join_all((0..CONCURRENCY).map(|_| run(started + MEASURE, true))).await;
+    let elapsed = started.elapsed();
+    let errors = results.iter().map(|(_, e)| e).sum();
+    let mut all: Vec<Duration> = results.into_iter().flat_map(|(l, _)| l).collect();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Measured {
+        throughput: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    }
+}
+
+fn row(name: &str, m: &Measured, bare: &Measured) {
+    println!(
+        "{name:<22} {:>9.0} {:>8.2} {:>8.2} {:>7}   {:>6.3} {:>6.2} {:>6.2}",
+        m.throughput,
+        m.p50.as_secs_f64() * 1e3,
+        m.p99.as_secs_f64() * 1e3,
+        m.errors,
+        m.throughput / bare.throughput,
+        m.p50.as_secs_f64() / bare.p50.as_secs_f64(),
+        m.p99.as_secs_f64() / bare.p99.as_secs_f64(),
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let zero_service_time = [
+            "--service-time-p50-ms",
+            "0",
+            "--service-time-p95-ms",
+            "0",
+            "--slots",
+            "10000",
+        ];
+        println!(
+            "PlaceOrder, {CONCURRENCY} closed-loop callers, {}s after {}s warm-up, {} cores",
+            MEASURE.as_secs(),
+            WARMUP.as_secs(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let bare = measure(bare_chain().await).await;
+        let embedded_stack = Stack::start_with(Backend::Embedded, &zero_service_time).await;
+        let embedded = measure(embedded_stack.gateway.channel()).await;
+        embedded_stack.stop().await;
+        let pg_stack = Stack::start_with(Backend::PostgresRedis, &zero_service_time).await;
+        let postgres = measure(pg_stack.gateway.channel()).await;
+        pg_stack.stop().await;
+        println!();
+        println!(
+            "{:<22} {:>9} {:>8} {:>8} {:>7}   {:>6} {:>6} {:>6}",
+            "chain", "req/s", "p50 ms", "p99 ms", "errors", "x tput", "x p50", "x p99"
+        );
+        row("bare tonic", &bare, &bare);
+        row("lab, SQLite + memory", &embedded, &bare);
+        row("lab, Postgres + Redis", &postgres, &bare);
+    });
+}
