@@ -61,15 +61,17 @@ pub enum Command {
         removed after a successful run and kept (with the logs) after a failed one."
     )]
     RunSample(SampleArgs),
+    /// Validate a resilience profile, or show the stack it builds on every hop
+    Profile(crate::profile::ProfileArgs),
 }
 
 /// Flags shared by the commands that start the stack.
 #[derive(Debug, Args)]
 pub struct StackArgs {
-    /// Resilience profile YAML (e.g. helm/profiles/c-backoff-timeouts.yaml), passed to
-    /// every service
-    #[arg(long, value_name = "FILE", env = "FRLAB_PROFILE")]
-    pub profile: Option<PathBuf>,
+    /// Resilience profile: a built-in name (a-baseline … g-adaptive, see `frlab profile
+    /// list`) or a YAML file, passed to every service [default: f-full]
+    #[arg(long, value_name = "NAME|FILE", env = "FRLAB_PROFILE")]
+    pub profile: Option<String>,
     /// Postgres URL (postgres://user:pass@host/db) instead of SQLite files; each service
     /// uses its own schema
     #[arg(long, value_name = "URL", env = "FRLAB_DATABASE_URL")]
@@ -182,6 +184,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => up(args).await,
         Command::Order(args) => order(args).await,
         Command::RunSample(args) => run_sample(args).await,
+        Command::Profile(args) => Ok(crate::profile::run(args)),
     }
 }
 

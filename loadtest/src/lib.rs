@@ -5,9 +5,11 @@
 //!   ([`stack::LocalStack`]), kills and restarts them, stops them in order.
 //! - [`client`]: the gRPC calls the commands make (PlaceOrder, Audit snapshots) and how
 //!   their answers are printed.
+//! - [`profile`]: `frlab profile check|show|list`.
 //! - [`cli`]: the clap command line (`frlab up`, `frlab order`, `frlab run-sample`) and
 //!   one function per command; `main.rs` only parses and calls [`cli::run`].
 
 pub mod cli;
 pub mod client;
+pub mod profile;
 pub mod stack;

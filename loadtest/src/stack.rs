@@ -74,8 +74,8 @@ pub struct StackOptions {
     pub schema_prefix: Option<String>,
     /// Redis URL for idempotency keys; in memory when unset.
     pub redis_url: Option<String>,
-    /// Resilience profile YAML, passed to every service.
-    pub profile: Option<PathBuf>,
+    /// Resilience profile (built-in name or YAML file), passed to every service.
+    pub profile: Option<String>,
     /// Bind every port (gRPC and HTTP) to port 0 and use what the services report.
     pub ephemeral_ports: bool,
     /// Gateway gRPC port when not ephemeral; the others follow (see [`DEFAULT_GRPC_BASE_PORT`]).

@@ -66,19 +66,31 @@ mod tests {
     use super::*;
 
     fn with_header(name: &'static str, value: &str) -> http::Response<()> {
-        http::Response::builder().header(name, value).body(()).unwrap()
+        http::Response::builder()
+            .header(name, value)
+            .body(())
+            .unwrap()
     }
 
     #[test]
     fn reads_codes_and_pushback() {
-        assert_eq!(response_code(&with_header("grpc-status", "14")), Code::Unavailable);
+        assert_eq!(
+            response_code(&with_header("grpc-status", "14")),
+            Code::Unavailable
+        );
         assert_eq!(response_code(&http::Response::new(())), Code::Ok);
         assert_eq!(
             pushback(&with_header("grpc-retry-pushback-ms", "250")),
             Some(Some(std::time::Duration::from_millis(250)))
         );
-        assert_eq!(pushback(&with_header("grpc-retry-pushback-ms", "-1")), Some(None));
-        assert_eq!(pushback(&with_header("grpc-retry-pushback-ms", "soon")), Some(None));
+        assert_eq!(
+            pushback(&with_header("grpc-retry-pushback-ms", "-1")),
+            Some(None)
+        );
+        assert_eq!(
+            pushback(&with_header("grpc-retry-pushback-ms", "soon")),
+            Some(None)
+        );
         assert_eq!(pushback(&http::Response::new(())), None);
         assert!(is_server_failure(Code::Unavailable));
         assert!(!is_server_failure(Code::InvalidArgument));

@@ -154,15 +154,31 @@ pub struct ClientPolicy {
 pub struct ClientOverride {
     #[serde(default)]
     pub retry: Option<RetryConfig>,
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Option<TimeoutConfig>>,
     #[serde(default)]
     pub deadline: Option<DeadlineConfig>,
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub breaker: Option<Option<BreakerConfig>>,
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bulkhead: Option<Option<BulkheadConfig>>,
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hedge: Option<Option<HedgeConfig>>,
 }
 
@@ -184,9 +200,17 @@ pub struct ServerPolicy {
 pub struct ServerOverride {
     #[serde(default)]
     pub deadline: Option<ServerDeadlineConfig>,
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shed: Option<Option<ShedConfig>>,
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub adaptive: Option<Option<AdaptiveConfig>>,
 }
 
@@ -202,7 +226,13 @@ where
 /// The downstream hops a client stack can be built for.
 pub const HOPS: [&str; 4] = ["orders", "inventory", "payments", "notifications"];
 /// The services a server stack can be built for.
-pub const SERVICES: [&str; 5] = ["gateway", "orders", "inventory", "payments", "notifications"];
+pub const SERVICES: [&str; 5] = [
+    "gateway",
+    "orders",
+    "inventory",
+    "payments",
+    "notifications",
+];
 
 /// The `resilience:` key of a profile file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -241,8 +271,14 @@ impl Profile {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            ProfileError::Parse { message, .. } => ProfileError::Parse { path: shown, message },
-            ProfileError::Invalid { source, .. } => ProfileError::Invalid { path: shown, source },
+            ProfileError::Parse { message, .. } => ProfileError::Parse {
+                path: shown,
+                message,
+            },
+            ProfileError::Invalid { source, .. } => ProfileError::Invalid {
+                path: shown,
+                source,
+            },
             other => other,
         })
     }
@@ -285,7 +321,10 @@ impl Profile {
                     format!("unknown service; expected one of {}", SERVICES.join(", ")),
                 ));
             }
-            validate_server(&self.server_for(service), &format!("resilience.services.{service}"))?;
+            validate_server(
+                &self.server_for(service),
+                &format!("resilience.services.{service}"),
+            )?;
         }
         self.idempotency.validate("resilience.idempotency")
     }
@@ -372,24 +411,44 @@ mod tests {
             "replicas: 1\nresilience:\n  client:\n    retry: { max_attempts: 3 }\n    bulkhead: { max_concurrent: 5 }\n  hops:\n    payments:\n      bulkhead: { max_concurrent: 20 }\n    notifications:\n      bulkhead: null\n  services:\n    gateway:\n      shed: { max_in_flight: 200 }\n",
         )
         .unwrap();
-        assert_eq!(p.client_for("payments").bulkhead.unwrap().max_concurrent, 20);
-        assert_eq!(p.client_for("inventory").bulkhead.unwrap().max_concurrent, 5);
-        assert!(p.client_for("notifications").bulkhead.is_none(), "null switches it off");
-        assert_eq!(p.client_for("notifications").retry.max_attempts, 3, "other blocks inherit");
+        assert_eq!(
+            p.client_for("payments").bulkhead.unwrap().max_concurrent,
+            20
+        );
+        assert_eq!(
+            p.client_for("inventory").bulkhead.unwrap().max_concurrent,
+            5
+        );
+        assert!(
+            p.client_for("notifications").bulkhead.is_none(),
+            "null switches it off"
+        );
+        assert_eq!(
+            p.client_for("notifications").retry.max_attempts,
+            3,
+            "other blocks inherit"
+        );
         assert_eq!(p.server_for("gateway").shed.unwrap().max_in_flight, 200);
         assert!(p.server_for("payments").shed.is_none());
     }
 
     #[test]
     fn unknown_keys_hops_and_codes_are_named() {
-        let err = Profile::parse("resilience:\n  client:\n    retyr: {}\n").unwrap_err().to_string();
+        let err = Profile::parse("resilience:\n  client:\n    retyr: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retyr"), "{err}");
-        let err = Profile::parse("resilience:\n  hops:\n    shipping: {}\n").unwrap_err().to_string();
+        let err = Profile::parse("resilience:\n  hops:\n    shipping: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("resilience.hops.shipping"), "{err}");
         let err = Profile::parse("resilience:\n  client:\n    retry: { retry_on: [UNAVAIL] }\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("UNAVAIL") && err.contains("UNAVAILABLE"), "{err}");
+        assert!(
+            err.contains("UNAVAIL") && err.contains("UNAVAILABLE"),
+            "{err}"
+        );
         let err = Profile::parse("other: 1\n").unwrap_err().to_string();
         assert!(err.contains("resilience"), "{err}");
     }

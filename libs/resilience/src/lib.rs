@@ -11,6 +11,7 @@
 //! - [`deadline`]: per-try timeouts and end-to-end deadline propagation (client and server).
 //! - [`shed`]: load shedding at the gateway; [`adaptive`]: a gradient concurrency limit.
 //! - [`idempotency`]: the `idempotency-key` header on the client side.
+//! - [`body`]: makes unary requests replayable (for retries and hedges) and back.
 //!
 //! The layers work on `http::Request<tonic::body::Body>`, so they wrap a tonic `Channel` (client)
 //! or a tonic `Routes` (server). [`status`] maps every error the layers raise to a deliberate
@@ -19,6 +20,7 @@
 //! client and server stacks a profile describes.
 
 pub mod adaptive;
+pub mod body;
 pub mod breaker;
 pub mod bulkhead;
 pub mod classify;
@@ -26,6 +28,7 @@ pub mod config;
 pub mod deadline;
 pub mod hedge;
 pub mod idempotency;
+pub mod profiles;
 pub mod retry;
 pub mod shed;
 pub mod stack;

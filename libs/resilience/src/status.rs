@@ -6,7 +6,7 @@
 //! | error | code |
 //! |---|---|
 //! | [`crate::breaker::CircuitOpen`] | UNAVAILABLE |
-//! | [`crate::bulkhead::BulkheadFull`], [`crate::shed::Shed`], [`crate::adaptive::LimitExceeded`] | RESOURCE_EXHAUSTED |
+//! | [`crate::bulkhead::BulkheadFull`], [`crate::shed::Shed`], [`crate::adaptive::LimitExceeded`], [`crate::body::BodyTooLarge`] | RESOURCE_EXHAUSTED |
 //! | [`crate::deadline::DeadlineExceeded`], tower's `Elapsed`, tonic's `TimeoutExpired` | DEADLINE_EXCEEDED |
 //! | a `Status` | itself |
 //! | anything else (transport) | tonic's own mapping (connection refused: UNAVAILABLE) |
@@ -43,10 +43,19 @@ fn known(e: &(dyn std::error::Error + 'static)) -> Option<Status> {
         return Some(Status::resource_exhausted(e.to_string()));
     }
     if let Some(e) = e.downcast_ref::<crate::shed::Shed>() {
-        return Some(with_pushback(Status::resource_exhausted(e.to_string()), e.pushback));
+        return Some(with_pushback(
+            Status::resource_exhausted(e.to_string()),
+            e.pushback,
+        ));
     }
     if let Some(e) = e.downcast_ref::<crate::adaptive::LimitExceeded>() {
-        return Some(with_pushback(Status::resource_exhausted(e.to_string()), e.pushback));
+        return Some(with_pushback(
+            Status::resource_exhausted(e.to_string()),
+            e.pushback,
+        ));
+    }
+    if let Some(e) = e.downcast_ref::<crate::body::BodyTooLarge>() {
+        return Some(Status::resource_exhausted(e.to_string()));
     }
     if let Some(e) = e.downcast_ref::<crate::deadline::DeadlineExceeded>() {
         return Some(Status::deadline_exceeded(e.to_string()));
@@ -70,7 +79,9 @@ pub fn with_pushback(mut status: Status, pushback: Option<std::time::Duration>) 
     status
 }
 
-/// The outermost layer of every stack: errors leave it as `Status`.
+/// The outermost layer of every stack: errors leave it as `Status` — a concrete error type,
+/// which also keeps generated tonic clients over a boxed stack free of the compiler's
+/// higher-ranked `From<Box<dyn Error>>` trouble in `async fn`s.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StatusLayer;
 
@@ -93,20 +104,17 @@ where
     S::Future: Send + 'static,
 {
     type Response = Res;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Res, BoxError>>;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Res, Status>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner
             .poll_ready(cx)
-            .map_err(|e| Box::new(to_status(e.into().as_ref())) as BoxError)
+            .map_err(|e| to_status(e.into().as_ref()))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let fut = self.inner.call(req);
-        Box::pin(async move {
-            fut.await
-                .map_err(|e| Box::new(to_status(e.into().as_ref())) as BoxError)
-        })
+        Box::pin(async move { fut.await.map_err(|e| to_status(e.into().as_ref())) })
     }
 }

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+/// A downstream client wrapped in its resilience stack (see `ServiceHost::client`).
+pub use lab_resilience::stack::HopService;
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid downstream URL for {flag}: {url:?} ({reason})")]
 pub struct BadUrl {

@@ -26,9 +26,10 @@ pub struct CommonArgs {
     /// Redis URL for idempotency keys (`redis://…`). Default: in memory.
     #[arg(long, env = "FRLAB_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Resilience profile file (helm values YAML with a `resilience:` key).
-    #[arg(long, env = "FRLAB_PROFILE")]
-    pub profile: Option<PathBuf>,
+    /// Resilience profile: a built-in name (a-baseline … g-adaptive) or a helm values YAML
+    /// file with a `resilience:` key. Default: f-full.
+    #[arg(long, env = "FRLAB_PROFILE", value_name = "NAME|FILE")]
+    pub profile: Option<String>,
 }
 
 /// Implemented by each service's config so [`crate::launch`] can run it.
@@ -72,6 +73,17 @@ impl CommonArgs {
             ),
             max_connections: 16,
         }
+    }
+
+    /// The resilience profile this service runs (`--profile`, default f-full).
+    pub fn profile(
+        &self,
+    ) -> Result<lab_resilience::profiles::Named, lab_resilience::config::ProfileError> {
+        lab_resilience::profiles::resolve(
+            self.profile
+                .as_deref()
+                .unwrap_or(lab_resilience::profiles::DEFAULT),
+        )
     }
 
     /// The idempotency store: Redis when `--redis-url` is set, else in memory.

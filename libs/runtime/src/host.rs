@@ -17,6 +17,10 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
+use lab_resilience::Profile;
+use lab_resilience::profiles::Named;
+use lab_resilience::stack::{HopService, ServerStack};
+
 use crate::metrics::{ServerMetrics, ServerMetricsLayer};
 use crate::shutdown::Shutdown;
 use crate::state::StateBoard;
@@ -72,18 +76,21 @@ pub enum HostError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Collects a service's gRPC routes, metrics and state, then serves them.
+/// Collects a service's gRPC routes, metrics and state, builds its resilience stacks from
+/// the profile, then serves them.
 pub struct ServiceHost {
     name: &'static str,
+    profile: Named,
     registry: Registry,
     state: StateBoard,
     routes: RoutesBuilder,
     health_names: Vec<&'static str>,
     server_metrics: ServerMetrics,
+    resilience: lab_resilience::stack::Metrics,
 }
 
 impl ServiceHost {
-    pub fn new(name: &'static str) -> Self {
+    pub fn new(name: &'static str, profile: Named) -> Self {
         let mut registry = Registry::with_labels(
             [(
                 std::borrow::Cow::Borrowed("service"),
@@ -92,14 +99,42 @@ impl ServiceHost {
             .into_iter(),
         );
         let server_metrics = ServerMetrics::new(&mut registry);
+        let resilience = lab_resilience::stack::Metrics::register(&mut registry);
+        let state = StateBoard::default();
+        let profile_name = profile.name.clone();
+        state.register("profile", move || serde_json::json!(profile_name));
         Self {
             name,
+            profile,
             registry,
-            state: StateBoard::default(),
+            state,
             routes: RoutesBuilder::default(),
             health_names: Vec::new(),
             server_metrics,
+            resilience,
         }
+    }
+
+    /// The resilience profile this service runs.
+    pub fn profile(&self) -> &Profile {
+        &self.profile.profile
+    }
+
+    /// A client for the downstream `hop` at `url`, wrapped in the profile's client stack;
+    /// its breaker, bulkhead and budget show under `hops/<hop>` in `/state`. `flag` names
+    /// the setting the URL came from, for the error message.
+    pub fn client(
+        &mut self,
+        hop: &str,
+        flag: &'static str,
+        url: &str,
+    ) -> Result<HopService, crate::client::BadUrl> {
+        let channel = crate::client::lazy_channel(flag, url)?;
+        let stack =
+            lab_resilience::stack::client_stack(self.profile(), hop, &self.resilience, channel);
+        let state = stack.state.clone();
+        self.state.register(format!("hops/{hop}"), move || state());
+        Ok(stack.service)
     }
 
     pub fn name(&self) -> &'static str {
@@ -168,6 +203,10 @@ impl ServiceHost {
             // The listeners are bound and the routes built: connections are served from here on.
             println!("{}{ready}", crate::READY_PREFIX);
         }
+        // One server stack: the layer below and the `/state` view share its handles.
+        let server_stack = ServerStack::new(&self.profile.profile, self.name, &self.resilience);
+        let state_view = server_stack.clone();
+        self.state.register("server", move || state_view.state());
         let registry = Arc::new(self.registry);
         let http_task = bound.http.map(|listener| {
             let app = side_port_router(self.name, registry.clone(), self.state.clone());
@@ -194,7 +233,9 @@ impl ServiceHost {
         };
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Outermost: every arrival is counted before any refusal.
             .layer(ServerMetricsLayer::new(self.server_metrics.clone()))
+            .layer(server_stack)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(bound.grpc), stop_accepting);
         let drain_bound = async {

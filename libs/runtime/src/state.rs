@@ -20,7 +20,8 @@ impl std::fmt::Debug for StateBoard {
 
 impl StateBoard {
     /// Publishes `name` in `/state`; `provider` is called on every read. A later
-    /// registration under the same name replaces the earlier one.
+    /// registration under the same name replaces the earlier one. A `/` in the name nests:
+    /// `hops/payments` appears as `{"hops": {"payments": …}}`.
     pub fn register(
         &self,
         name: impl Into<String>,
@@ -40,7 +41,19 @@ impl StateBoard {
             .clone();
         let mut map = Map::new();
         for (name, provider) in providers {
-            map.insert(name, provider());
+            let mut parts: Vec<&str> = name.split('/').collect();
+            let leaf = parts.pop().unwrap_or_default();
+            let mut node = &mut map;
+            for part in parts {
+                let child = node
+                    .entry(part.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !child.is_object() {
+                    *child = Value::Object(Map::new());
+                }
+                node = child.as_object_mut().expect("just made an object");
+            }
+            node.insert(leaf.to_string(), provider());
         }
         Value::Object(map)
     }
@@ -63,5 +76,11 @@ mod tests {
         assert_eq!(board.snapshot()["counter"], 5);
         board.register("counter", || serde_json::json!("x"));
         assert_eq!(board.snapshot(), serde_json::json!({"counter": "x"}));
+        board.register("hops/payments", || serde_json::json!(1));
+        board.register("hops/inventory", || serde_json::json!(2));
+        assert_eq!(
+            board.snapshot()["hops"],
+            serde_json::json!({"payments": 1, "inventory": 2})
+        );
     }
 }

@@ -48,8 +48,8 @@ impl ServiceConfig for Config {
 
 /// Runs the gateway on `bound` until `shutdown` fires.
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let orders = lab_runtime::client::lazy_channel("--orders-url", &config.orders_url)?;
-    let mut host = ServiceHost::new(Config::NAME);
+    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let orders = host.client("orders", "--orders-url", &config.orders_url)?;
     let svc = GatewayService::new(orders, host.registry_mut());
     host.add_service(
         GatewayServer::new(svc.clone())

@@ -8,12 +8,12 @@ use lab_proto::shop::v1::orders_client::OrdersClient;
 use lab_proto::shop::v1::{
     CreateOrderRequest, GetOrderRequest, Order, PlaceOrderRequest, PlaceOrderResponse,
 };
-use lab_runtime::{deadline, errors, validate};
+use lab_runtime::client::HopService;
+use lab_runtime::{errors, validate};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,12 +23,12 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug)]
 pub struct GatewayService {
-    orders: OrdersClient<Channel>,
+    orders: OrdersClient<HopService>,
     placed: Family<OutcomeLabels, Counter>,
 }
 
 impl GatewayService {
-    pub fn new(orders: Channel, registry: &mut Registry) -> Self {
+    pub fn new(orders: HopService, registry: &mut Registry) -> Self {
         let placed = Family::default();
         registry.register(
             "gateway_place_order",
@@ -52,19 +52,16 @@ impl Gateway for GatewayService {
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
-        let timeout = deadline::remaining(request.metadata());
         let req = request.into_inner();
         validate::idempotency_key("idempotency_key", &req.idempotency_key)?;
         validate::id("customer_id", &req.customer_id, validate::MAX_ID_LEN)?;
         validate::line_items("items", &req.items)?;
-        let mut forward = Request::new(CreateOrderRequest {
+        // The caller's deadline travels on (or not) as the profile's client stack says.
+        let forward = CreateOrderRequest {
             idempotency_key: req.idempotency_key,
             customer_id: req.customer_id,
             items: req.items,
-        });
-        if let Some(t) = timeout {
-            forward.set_timeout(t);
-        }
+        };
         match self.orders.clone().create_order(forward).await {
             Ok(r) => {
                 self.placed

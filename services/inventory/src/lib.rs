@@ -44,7 +44,7 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
     let svc = InventoryService::new(db.clone());
-    let mut host = ServiceHost::new(Config::NAME);
+    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
     host.add_service(
         InventoryServer::new(svc.clone())
             .max_decoding_message_size(lab_runtime::host::MAX_MESSAGE_BYTES),

@@ -54,12 +54,6 @@ pub struct Config {
         default_value = "http://127.0.0.1:50055"
     )]
     pub notifications_url: String,
-    /// Deduplicate CreateOrder by idempotency key (replay the first answer).
-    #[arg(long, env = "ORDERS_IDEMPOTENCY", default_value_t = true, action = clap::ArgAction::Set)]
-    pub idempotency: bool,
-    /// Publish events through the transactional outbox (else: direct, best-effort calls).
-    #[arg(long, env = "ORDERS_OUTBOX", default_value_t = true, action = clap::ArgAction::Set)]
-    pub outbox: bool,
     /// How often the outbox relay looks for undelivered events.
     #[arg(long, env = "ORDERS_OUTBOX_POLL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub outbox_poll_ms: u64,
@@ -82,16 +76,19 @@ impl ServiceConfig for Config {
 
 /// Runs orders on `bound` until `shutdown` fires; the outbox relay stops with it.
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let downstreams = Downstreams::connect(&config)?;
+    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let downstreams = Downstreams::connect(&mut host, &config)?;
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
-    let idempotency = if config.idempotency {
-        Some(config.common.idempotency_store(Config::NAME).await?)
+    // Idempotency keys and the outbox are resilience patterns: the profile switches them on.
+    let profile = host.profile().clone();
+    let idempotency = if profile.idempotency.enabled {
+        let store = config.common.idempotency_store(Config::NAME).await?;
+        Some((store, Duration::from_secs(profile.idempotency.ttl_s)))
     } else {
         None
     };
-    let mut host = ServiceHost::new(Config::NAME);
-    let relay = config.outbox.then(|| {
+    let relay = profile.outbox.then(|| {
         outbox::Relay::new(
             db.clone(),
             downstreams.notifications.clone(),
@@ -103,7 +100,7 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
         db.clone(),
         downstreams,
         idempotency,
-        config.outbox,
+        profile.outbox,
         host.registry_mut(),
     );
     host.add_service(

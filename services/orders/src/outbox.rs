@@ -11,11 +11,11 @@ use std::time::Duration;
 use lab_proto::shop::v1::DeliverRequest;
 use lab_proto::shop::v1::notifications_client::NotificationsClient;
 use lab_runtime::Shutdown;
+use lab_runtime::client::HopService;
 use lab_store::Db;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use sqlx::Row;
-use tonic::transport::Channel;
 
 use crate::sql;
 
@@ -26,7 +26,7 @@ const DELIVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Relay {
     db: Db,
-    notifications: NotificationsClient<Channel>,
+    notifications: NotificationsClient<HopService>,
     poll: Duration,
     delivered: Counter,
     failures: Counter,
@@ -35,7 +35,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(
         db: Db,
-        notifications: NotificationsClient<Channel>,
+        notifications: NotificationsClient<HopService>,
         poll: Duration,
         registry: &mut Registry,
     ) -> Self {

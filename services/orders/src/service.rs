@@ -12,7 +12,8 @@ use lab_proto::shop::v1::{
     ChargeRequest, CreateOrderRequest, CreateOrderResponse, DeliverRequest, GetOrderRequest,
     LineItem, Money, Order, OrderStatus, ReleaseRequest, ReserveRequest,
 };
-use lab_runtime::{client, deadline, errors, validate};
+use lab_runtime::client::HopService;
+use lab_runtime::{ServiceHost, client, deadline, errors, validate};
 use lab_store::{Claim, Db, IdempotencyStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,38 +23,39 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::{Config, sql};
 
 /// How long a request holds its idempotency key before another may take over.
 const KEY_LEASE: Duration = Duration::from_secs(30);
-/// How long a completed answer is replayable.
-const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a duplicate waits for the first request with its key before ABORTED.
 const KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// gRPC clients of the three downstreams.
 #[derive(Clone, Debug)]
 pub struct Downstreams {
-    pub inventory: InventoryClient<Channel>,
-    pub payments: PaymentsClient<Channel>,
-    pub notifications: NotificationsClient<Channel>,
+    pub inventory: InventoryClient<HopService>,
+    pub payments: PaymentsClient<HopService>,
+    pub notifications: NotificationsClient<HopService>,
 }
 
 impl Downstreams {
-    pub fn connect(config: &Config) -> Result<Self, client::BadUrl> {
+    /// Clients of the three downstreams, each wrapped in the profile's stack for its hop.
+    pub fn connect(host: &mut ServiceHost, config: &Config) -> Result<Self, client::BadUrl> {
         Ok(Self {
-            inventory: InventoryClient::new(client::lazy_channel(
+            inventory: InventoryClient::new(host.client(
+                "inventory",
                 "--inventory-url",
                 &config.inventory_url,
             )?),
-            payments: PaymentsClient::new(client::lazy_channel(
+            payments: PaymentsClient::new(host.client(
+                "payments",
                 "--payments-url",
                 &config.payments_url,
             )?),
-            notifications: NotificationsClient::new(client::lazy_channel(
+            notifications: NotificationsClient::new(host.client(
+                "notifications",
                 "--notifications-url",
                 &config.notifications_url,
             )?),
@@ -78,7 +80,7 @@ struct Metrics {
 pub struct OrdersService {
     db: Db,
     downstreams: Downstreams,
-    idempotency: Option<IdempotencyStore>,
+    idempotency: Option<(IdempotencyStore, Duration)>,
     outbox: bool,
     metrics: Metrics,
 }
@@ -93,7 +95,7 @@ impl OrdersService {
     pub fn new(
         db: Db,
         downstreams: Downstreams,
-        idempotency: Option<IdempotencyStore>,
+        idempotency: Option<(IdempotencyStore, Duration)>,
         outbox: bool,
         registry: &mut Registry,
     ) -> Self {
@@ -132,15 +134,6 @@ impl OrdersService {
         }
     }
 
-    /// A downstream request carrying what is left of our caller's deadline.
-    fn downstream_request<T>(message: T, deadline: Option<Instant>) -> Request<T> {
-        let mut request = Request::new(message);
-        if let Some(d) = deadline {
-            request.set_timeout(d.saturating_duration_since(Instant::now()));
-        }
-        request
-    }
-
     async fn fail(&self, order_id: &str, reason: &str, total: i64) {
         self.metrics
             .orders
@@ -159,11 +152,7 @@ impl OrdersService {
     }
 
     /// Creates one order: the whole saga, once.
-    async fn execute(
-        &self,
-        req: &CreateOrderRequest,
-        deadline: Option<Instant>,
-    ) -> Result<CreateOrderResponse, Status> {
+    async fn execute(&self, req: &CreateOrderRequest) -> Result<CreateOrderResponse, Status> {
         let order_id = uuid::Uuid::now_v7().to_string();
         let now = lab_runtime::now_ms();
         let items_json = serde_json::to_string(
@@ -190,13 +179,7 @@ impl OrdersService {
             order_id: order_id.clone(),
             items: req.items.clone(),
         };
-        let total = match self
-            .downstreams
-            .inventory
-            .clone()
-            .reserve(Self::downstream_request(reserve, deadline))
-            .await
-        {
+        let total = match self.downstreams.inventory.clone().reserve(reserve).await {
             Ok(r) => r.into_inner().total.unwrap_or_default(),
             Err(status) => {
                 self.fail(&order_id, &format!("inventory: {}", status.message()), 0)
@@ -212,13 +195,7 @@ impl OrdersService {
             amount: Some(total.clone()),
             idempotency_key: order_id.clone(),
         };
-        let charge_id = match self
-            .downstreams
-            .payments
-            .clone()
-            .charge(Self::downstream_request(charge, deadline))
-            .await
-        {
+        let charge_id = match self.downstreams.payments.clone().charge(charge).await {
             Ok(r) => r.into_inner().charge_id,
             Err(status) => {
                 self.fail(
@@ -318,8 +295,8 @@ impl Orders for OrdersService {
         validate::idempotency_key("idempotency_key", &req.idempotency_key)?;
         validate::id("customer_id", &req.customer_id, validate::MAX_ID_LEN)?;
         validate::line_items("items", &req.items)?;
-        let Some(store) = &self.idempotency else {
-            return self.execute(&req, deadline).await.map(Response::new);
+        let Some((store, ttl)) = self.idempotency.clone() else {
+            return self.execute(&req).await.map(Response::new);
         };
         let wait = deadline.map_or(KEY_WAIT, |d| {
             d.saturating_duration_since(Instant::now()).min(KEY_WAIT)
@@ -345,10 +322,10 @@ impl Orders for OrdersService {
                 "idempotency_key: an order with key {:?} is still being placed",
                 req.idempotency_key
             ))),
-            Claim::Acquired => match self.execute(&req, deadline).await {
+            Claim::Acquired => match self.execute(&req).await {
                 Ok(response) => {
                     store
-                        .complete(&req.idempotency_key, &response.encode_to_vec(), KEY_TTL)
+                        .complete(&req.idempotency_key, &response.encode_to_vec(), ttl)
                         .await
                         .map_err(errors::idempotency)?;
                     Ok(Response::new(response))

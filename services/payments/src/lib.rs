@@ -53,9 +53,6 @@ pub struct Config {
     /// Seed of the service-time draws.
     #[arg(long, env = "PAYMENTS_SEED", default_value_t = 1)]
     pub seed: u64,
-    /// Deduplicate charges by idempotency key.
-    #[arg(long, env = "PAYMENTS_IDEMPOTENCY", default_value_t = true, action = clap::ArgAction::Set)]
-    pub idempotency: bool,
 }
 
 impl Default for Config {
@@ -97,14 +94,17 @@ impl Config {
 /// Runs payments on `bound` until `shutdown` fires.
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let capacity = Arc::new(Capacity::new(config.capacity()?));
+    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
-    let idempotency = if config.idempotency {
-        Some(config.common.idempotency_store(Config::NAME).await?)
+    // Deduplication by key is a resilience pattern: the profile switches it on (f, g).
+    let keys = host.profile().idempotency.clone();
+    let idempotency = if keys.enabled {
+        let store = config.common.idempotency_store(Config::NAME).await?;
+        Some((store, Duration::from_secs(keys.ttl_s)))
     } else {
         None
     };
-    let mut host = ServiceHost::new(Config::NAME);
     let svc = PaymentsService::new(
         db.clone(),
         capacity.clone(),

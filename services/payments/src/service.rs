@@ -25,8 +25,6 @@ use crate::sql;
 
 /// How long a charge holds its idempotency key before another request may take over.
 const KEY_LEASE: Duration = Duration::from_secs(30);
-/// How long a replayable charge is remembered.
-const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a duplicate waits for the first request with its key before ABORTED.
 const KEY_WAIT: Duration = Duration::from_secs(5);
 
@@ -47,7 +45,7 @@ struct Metrics {
 pub struct PaymentsService {
     db: Db,
     capacity: Arc<Capacity>,
-    idempotency: Option<IdempotencyStore>,
+    idempotency: Option<(IdempotencyStore, Duration)>,
     metrics: Metrics,
 }
 
@@ -55,7 +53,7 @@ impl PaymentsService {
     pub fn new(
         db: Db,
         capacity: Arc<Capacity>,
-        idempotency: Option<IdempotencyStore>,
+        idempotency: Option<(IdempotencyStore, Duration)>,
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics {
@@ -170,7 +168,7 @@ impl PaymentsService {
         amount: Money,
         deadline: Option<Instant>,
     ) -> Result<ChargeResponse, Status> {
-        let Some(store) = self.idempotency.clone() else {
+        let Some((store, ttl)) = self.idempotency.clone() else {
             let charge_id = self.process(&req, &amount, deadline).await?;
             return Ok(ChargeResponse {
                 charge_id,
@@ -207,7 +205,7 @@ impl PaymentsService {
             Claim::Acquired => match self.process(&req, &amount, deadline).await {
                 Ok(charge_id) => {
                     store
-                        .complete(&req.idempotency_key, charge_id.as_bytes(), KEY_TTL)
+                        .complete(&req.idempotency_key, charge_id.as_bytes(), ttl)
                         .await
                         .map_err(errors::idempotency)?;
                     Ok(ChargeResponse {

@@ -115,8 +115,8 @@ async fn without_idempotency_the_same_key_charges_twice() {
     let app = spawn(
         &dir,
         &[
-            "--idempotency",
-            "false",
+            "--profile",
+            "a-baseline",
             "--service-time-p50-ms",
             "1",
             "--service-time-p95-ms",
