@@ -35,7 +35,8 @@ test: tools ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: bench
-bench: ## Benchmarks: PlaceOrder chain (SQLite and Postgres) vs a bare tonic chain, as ratios
+bench: ## Benchmarks, printed as ratios to bare tonic measured in the same run
+	$(CARGO) bench -p lab-resilience --bench client_stack
 	$(CARGO) bench -p frlab --bench chain
 
 .PHONY: lint

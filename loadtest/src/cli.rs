@@ -94,7 +94,12 @@ pub struct StackArgs {
 }
 
 impl StackArgs {
-    fn options(&self, data_dir: &Path, default_base_port: u16) -> StackOptions {
+    /// The stack options these flags describe. A bad profile is refused here, naming the
+    /// key, before any service starts.
+    fn options(&self, data_dir: &Path, default_base_port: u16) -> Result<StackOptions> {
+        if let Some(profile) = &self.profile {
+            lab_resilience::profiles::resolve(profile)?;
+        }
         let base_port = self.base_port.unwrap_or(default_base_port);
         let mut opts = StackOptions::new(data_dir);
         opts.bin_dir = self.bin_dir.clone();
@@ -105,7 +110,7 @@ impl StackArgs {
         opts.grpc_base_port = base_port;
         opts.http_base_port = self.http_base_port;
         opts.log_dir = Some(data_dir.join("logs"));
-        opts
+        Ok(opts)
     }
 }
 
@@ -191,7 +196,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 async fn up(args: UpArgs) -> Result<ExitCode> {
     let opts = args
         .stack
-        .options(&args.data_dir, crate::stack::DEFAULT_GRPC_BASE_PORT);
+        .options(&args.data_dir, crate::stack::DEFAULT_GRPC_BASE_PORT)?;
     // Registered before anything starts: from here on ctrl-c and SIGTERM are ours to
     // handle (the services sit in their own process group and do not see ctrl-c).
     let mut signals = Signals::new()?;
@@ -281,7 +286,7 @@ async fn run_sample(args: SampleArgs) -> Result<ExitCode> {
     let data_dir = args.data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("frlab-sample-{}", uuid::Uuid::new_v4()))
     });
-    let opts = args.stack.options(&data_dir, 0);
+    let opts = args.stack.options(&data_dir, 0)?;
     println!(
         "starting the stack (data and logs in {})",
         data_dir.display()

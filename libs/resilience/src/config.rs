@@ -56,15 +56,12 @@ impl ConfigError {
 /// A profile that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("cannot read profile {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read profile {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("profile {path} is not valid: {message}")]
     Parse { path: String, message: String },
-    #[error("profile {path}: {source}")]
-    Invalid { path: String, source: ConfigError },
+    #[error("profile {path}: {error}")]
+    Invalid { path: String, error: ConfigError },
 }
 
 /// A gRPC status code by its canonical name (`UNAVAILABLE`).
@@ -266,19 +263,16 @@ impl Profile {
     /// Reads, parses and validates a profile file.
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ProfileError::Read {
             path: shown.clone(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|e| match e {
             ProfileError::Parse { message, .. } => ProfileError::Parse {
                 path: shown,
                 message,
             },
-            ProfileError::Invalid { source, .. } => ProfileError::Invalid {
-                path: shown,
-                source,
-            },
+            ProfileError::Invalid { error, .. } => ProfileError::Invalid { path: shown, error },
             other => other,
         })
     }
@@ -293,9 +287,9 @@ impl Profile {
             path: String::new(),
             message: "no `resilience:` key".into(),
         })?;
-        profile.validate().map_err(|source| ProfileError::Invalid {
+        profile.validate().map_err(|error| ProfileError::Invalid {
             path: String::new(),
-            source,
+            error,
         })?;
         Ok(profile)
     }
@@ -392,6 +386,7 @@ fn validate_client(p: &ClientPolicy, key: &str) -> Result<(), ConfigError> {
 }
 
 fn validate_server(p: &ServerPolicy, key: &str) -> Result<(), ConfigError> {
+    p.deadline.validate(&format!("{key}.deadline"))?;
     if let Some(s) = &p.shed {
         s.validate(&format!("{key}.shed"))?;
     }

@@ -54,7 +54,7 @@ pub fn resolve(spec: &str) -> Result<Named, ProfileError> {
         }),
         None => Err(ProfileError::Read {
             path: spec.to_string(),
-            source: std::io::Error::new(
+            error: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
                     "no such file, and not a built-in profile (built-in: {})",
@@ -71,9 +71,9 @@ fn relabel(e: ProfileError, name: &str) -> ProfileError {
             path: format!("(built-in) {name}"),
             message,
         },
-        ProfileError::Invalid { source, .. } => ProfileError::Invalid {
+        ProfileError::Invalid { error, .. } => ProfileError::Invalid {
             path: format!("(built-in) {name}"),
-            source,
+            error,
         },
         other => other,
     }
