@@ -508,13 +508,32 @@ mod tests {
         let Command::Up(args) = cli.command else {
             panic!("not up");
         };
-        let opts = args.stack.options(&args.data_dir, 50051);
+        let opts = args.stack.options(&args.data_dir, 50051).unwrap();
         assert!(opts.ephemeral_ports);
         assert_eq!(opts.log_dir, Some(PathBuf::from("./data/logs")));
         let cli = Cli::try_parse_from(["frlab", "run-sample"]).unwrap();
         let Command::RunSample(args) = cli.command else {
             panic!("not run-sample");
         };
-        assert!(args.stack.options(Path::new("d"), 0).ephemeral_ports);
+        assert!(
+            args.stack
+                .options(Path::new("d"), 0)
+                .unwrap()
+                .ephemeral_ports
+        );
+    }
+
+    #[test]
+    fn a_bad_profile_is_refused_before_starting() {
+        let cli = Cli::try_parse_from(["frlab", "up", "--profile", "no-such"]).unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("not up");
+        };
+        let err = args
+            .stack
+            .options(&args.data_dir, 50051)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no-such") && err.contains("f-full"), "{err}");
     }
 }

@@ -132,28 +132,36 @@ fn main() {
         let url = format!("http://{addr}");
         let channel = || tonic::transport::Endpoint::from_shared(url.clone()).unwrap().tcp_nodelay(true).connect_lazy();
         let bare = PaymentsClient::new(channel());
-        let profile = lab_resilience::profiles::resolve("f-full").unwrap().profile;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let full = PaymentsClient::new(client_stack(&profile, "payments", &metrics, channel()).service);
-        // Warm both connections.
+        let stacked = |name: &str| {
+            let profile = lab_resilience::profiles::resolve(name).unwrap().profile;
+            PaymentsClient::new(client_stack(&profile, "payments", &metrics, channel()).service)
+        };
+        let (baseline, full) = (stacked("a-baseline"), stacked("f-full"));
+        // Warm every connection.
         round(bare.clone()).await;
+        round(baseline.clone()).await;
         round(full.clone()).await;
-        let (mut b, mut f) = (Totals::default(), Totals::default());
+        let (mut b, mut a, mut f) = (Totals::default(), Totals::default(), Totals::default());
         for _ in 0..ROUNDS {
             b.add(round(bare.clone()).await);
+            a.add(round(baseline.clone()).await);
             f.add(round(full.clone()).await);
         }
-        let (bp50, fp50) = (b.pct(0.5), f.pct(0.5));
-        let (bp99, fp99) = (b.pct(0.99), f.pct(0.99));
         println!("unary Charge on loopback, {CONCURRENCY} closed-loop callers, {ROUNDS} alternating rounds of {}s", ROUND.as_secs());
-        println!("{:<28} {:>9} {:>9} {:>9}", "client", "req/s", "p50 us", "p99 us");
-        println!("{:<28} {:>9.0} {:>9} {:>9}", "bare tonic", b.throughput(), bp50.as_micros(), bp99.as_micros());
-        println!("{:<28} {:>9.0} {:>9} {:>9}", "f-full stack (payments hop)", f.throughput(), fp50.as_micros(), fp99.as_micros());
-        println!(
-            "added p50 latency: {:+.1} %   throughput change: {:+.1} %   (goal: at most +5 % / -5 %)",
-            (fp50.as_secs_f64() / bp50.as_secs_f64() - 1.0) * 100.0,
-            (f.throughput() / b.throughput() - 1.0) * 100.0,
-        );
+        println!("{:<32} {:>9} {:>9} {:>9} {:>10} {:>10}", "client", "req/s", "p50 us", "p99 us", "p50 vs", "tput vs");
+        let (bp50, btput) = (b.pct(0.5), b.throughput());
+        for (name, t) in [("bare tonic", &mut b), ("a-baseline stack (payments hop)", &mut a), ("f-full stack (payments hop)", &mut f)] {
+            let (p50, p99, tput) = (t.pct(0.5), t.pct(0.99), t.throughput());
+            println!(
+                "{name:<32} {tput:>9.0} {:>9} {:>9} {:>+9.1}% {:>+9.1}%",
+                p50.as_micros(),
+                p99.as_micros(),
+                (p50.as_secs_f64() / bp50.as_secs_f64() - 1.0) * 100.0,
+                (tput / btput - 1.0) * 100.0,
+            );
+        }
+        println!("goal for f-full: at most +5 % p50 and -5 % throughput against bare tonic");
     });
 }
