@@ -14,9 +14,11 @@
 //! - [`deadline`]: the deadline a caller set (`grpc-timeout`).
 //! - [`validate`]: request validation whose errors name the field.
 //! - [`testing`]: run a service in-process on 127.0.0.1:0 for tests ([`testing::TestApp`]).
+//! - [`audit`]: `lab.v1.Audit/Snapshot` answers built from SQL.
 //! - [`client`]: lazily connected channels to a downstream.
 //! - [`errors`]: internal failures mapped to deliberate gRPC codes.
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod deadline;

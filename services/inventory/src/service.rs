@@ -1,14 +1,14 @@
 //! The gRPC handlers of inventory and its audit counters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use lab_proto::lab::v1::{IdList, SnapshotRequest, SnapshotResponse, audit_server::Audit};
+use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse, audit_server::Audit};
 use lab_proto::shop::v1::inventory_server::Inventory;
 use lab_proto::shop::v1::{
     GetStockRequest, GetStockResponse, Money, ReleaseRequest, ReleaseResponse, ReserveRequest,
     ReserveResponse,
 };
-use lab_runtime::{errors, validate};
+use lab_runtime::{audit, errors, validate};
 use lab_store::Db;
 use sqlx::Row;
 use tonic::{Request, Response, Status};
@@ -207,38 +207,11 @@ impl Audit for InventoryService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let pool = self.db.pool();
-        let mut counters = HashMap::new();
-        let mut total = 0;
-        for row in sqlx::query(sql::COUNT_BY_STATUS)
-            .fetch_all(pool)
-            .await
-            .map_err(errors::db)?
-        {
-            let status: String = row.try_get("status").map_err(errors::db)?;
-            let n: i64 = row.try_get("n").map_err(errors::db)?;
-            total += n;
-            counters.insert(format!("{}_reservations", status.to_lowercase()), n);
-        }
-        counters.entry("open_reservations".into()).or_insert(0);
-        counters.entry("released_reservations".into()).or_insert(0);
-        counters.insert("reservations_total".into(), total);
-        let mut ids = HashMap::new();
-        if request.get_ref().include_ids {
-            let open = sqlx::query(sql::OPEN_ORDER_IDS)
-                .fetch_all(pool)
-                .await
-                .map_err(errors::db)?
-                .iter()
-                .map(|r| r.try_get::<String, _>("order_id"))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(errors::db)?;
-            ids.insert("open_reservation_order_ids".into(), IdList { ids: open });
-        }
-        Ok(Response::new(SnapshotResponse {
-            service: "inventory".into(),
-            counters,
-            ids,
-        }))
+        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        snap.by_status(sql::COUNT_BY_STATUS, "reservations", &["OPEN", "RELEASED"])
+            .await?
+            .ids("open_reservation_order_ids", sql::OPEN_ORDER_IDS)
+            .await?;
+        Ok(Response::new(snap.finish("inventory")))
     }
 }

@@ -1,13 +1,11 @@
 //! The gRPC handlers of notifications and its audit counters.
 
-use std::collections::HashMap;
-
-use lab_proto::lab::v1::{IdList, SnapshotRequest, SnapshotResponse, audit_server::Audit};
+use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse, audit_server::Audit};
 use lab_proto::shop::v1::notifications_server::Notifications;
 use lab_proto::shop::v1::{
     DeliverRequest, DeliverResponse, Delivery, ListDeliveriesRequest, ListDeliveriesResponse,
 };
-use lab_runtime::{errors, validate};
+use lab_runtime::{audit, errors, validate};
 use lab_store::Db;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -142,46 +140,23 @@ impl Audit for NotificationsService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let pool = self.db.pool();
-        let row = sqlx::query(sql::COUNTERS)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        let mut counters = HashMap::new();
-        for name in [
-            "deliveries_total",
-            "receipts_total",
-            "events_received_more_than_once",
-        ] {
-            counters.insert(
-                name.to_string(),
-                row.try_get::<i64, _>(name).map_err(errors::db)?,
-            );
-        }
-        let multi = sqlx::query(sql::ORDERS_WITH_MORE_THAN_ONE_EVENT)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        counters.insert(
-            "orders_notified_more_than_once".into(),
-            multi.try_get::<i64, _>("n").map_err(errors::db)?,
-        );
-        let mut ids = HashMap::new();
-        if request.get_ref().include_ids {
-            let delivered = sqlx::query(sql::DELIVERED_ORDER_IDS)
-                .fetch_all(pool)
-                .await
-                .map_err(errors::db)?
-                .iter()
-                .map(|r| r.try_get::<String, _>("order_id"))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(errors::db)?;
-            ids.insert("delivered_order_ids".into(), IdList { ids: delivered });
-        }
-        Ok(Response::new(SnapshotResponse {
-            service: "notifications".into(),
-            counters,
-            ids,
-        }))
+        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        snap.columns(
+            sql::COUNTERS,
+            &[
+                "deliveries_total",
+                "receipts_total",
+                "events_received_more_than_once",
+            ],
+        )
+        .await?
+        .columns(
+            sql::ORDERS_WITH_MORE_THAN_ONE_EVENT,
+            &["orders_notified_more_than_once"],
+        )
+        .await?
+        .ids("delivered_order_ids", sql::DELIVERED_ORDER_IDS)
+        .await?;
+        Ok(Response::new(snap.finish("notifications")))
     }
 }

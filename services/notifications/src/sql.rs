@@ -33,6 +33,7 @@ pub const COUNTERS: &str = "SELECT
     CAST(COALESCE(SUM(receipts), 0) AS BIGINT) AS receipts_total,
     CAST(COALESCE(SUM(CASE WHEN receipts > 1 THEN 1 ELSE 0 END), 0) AS BIGINT) AS events_received_more_than_once
     FROM deliveries";
-pub const ORDERS_WITH_MORE_THAN_ONE_EVENT: &str = "SELECT COUNT(*) AS n FROM
+pub const ORDERS_WITH_MORE_THAN_ONE_EVENT: &str =
+    "SELECT COUNT(*) AS orders_notified_more_than_once FROM
     (SELECT order_id FROM deliveries GROUP BY order_id HAVING COUNT(*) > 1) AS t";
 pub const DELIVERED_ORDER_IDS: &str = "SELECT DISTINCT order_id FROM deliveries";

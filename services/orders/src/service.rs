@@ -1,9 +1,8 @@
 //! The gRPC handlers of orders and its audit counters.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use lab_proto::lab::v1::{IdList, SnapshotRequest, SnapshotResponse, audit_server::Audit};
+use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse, audit_server::Audit};
 use lab_proto::shop::v1::inventory_client::InventoryClient;
 use lab_proto::shop::v1::notifications_client::NotificationsClient;
 use lab_proto::shop::v1::orders_server::Orders;
@@ -13,7 +12,7 @@ use lab_proto::shop::v1::{
     LineItem, Money, Order, OrderStatus, ReleaseRequest, ReserveRequest,
 };
 use lab_runtime::client::HopService;
-use lab_runtime::{ServiceHost, client, deadline, errors, validate};
+use lab_runtime::{ServiceHost, audit, client, deadline, errors, validate};
 use lab_store::{Claim, Db, IdempotencyStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -391,70 +390,30 @@ impl Audit for OrdersService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let pool = self.db.pool();
-        let mut counters: HashMap<String, i64> =
-            ["pending_orders", "confirmed_orders", "failed_orders"]
-                .into_iter()
-                .map(|k| (k.to_string(), 0))
-                .collect();
-        let mut total = 0;
-        for row in sqlx::query(sql::COUNT_BY_STATUS)
-            .fetch_all(pool)
-            .await
-            .map_err(errors::db)?
-        {
-            let status: String = row.try_get("status").map_err(errors::db)?;
-            let n: i64 = row.try_get("n").map_err(errors::db)?;
-            total += n;
-            counters.insert(format!("{}_orders", status.to_lowercase()), n);
-        }
-        counters.insert("orders_total".into(), total);
-        let dup = sqlx::query(sql::DUPLICATE_CONFIRMED)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        counters.insert(
-            "keys_with_duplicate_orders".into(),
-            dup.try_get::<i64, _>("keys").map_err(errors::db)?,
-        );
-        counters.insert(
-            "duplicate_orders".into(),
-            dup.try_get::<i64, _>("extra").map_err(errors::db)?,
-        );
-        let multi = sqlx::query(sql::KEYS_WITH_MULTIPLE_ORDERS)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        counters.insert(
-            "keys_with_multiple_orders".into(),
-            multi.try_get::<i64, _>("n").map_err(errors::db)?,
-        );
-        let outbox = sqlx::query(sql::OUTBOX_COUNTERS)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        for name in ["outbox_backlog", "outbox_delivered"] {
-            counters.insert(
-                name.into(),
-                outbox.try_get::<i64, _>(name).map_err(errors::db)?,
-            );
-        }
-        let mut ids = HashMap::new();
-        if request.get_ref().include_ids {
-            let confirmed = sqlx::query(sql::CONFIRMED_IDS)
-                .fetch_all(pool)
-                .await
-                .map_err(errors::db)?
-                .iter()
-                .map(|r| r.try_get::<String, _>("order_id"))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(errors::db)?;
-            ids.insert("confirmed_order_ids".into(), IdList { ids: confirmed });
-        }
-        Ok(Response::new(SnapshotResponse {
-            service: "orders".into(),
-            counters,
-            ids,
-        }))
+        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        snap.by_status(
+            sql::COUNT_BY_STATUS,
+            "orders",
+            &["PENDING", "CONFIRMED", "FAILED"],
+        )
+        .await?
+        .columns(
+            sql::DUPLICATE_CONFIRMED,
+            &["keys_with_duplicate_orders", "duplicate_orders"],
+        )
+        .await?
+        .columns(
+            sql::KEYS_WITH_MULTIPLE_ORDERS,
+            &["keys_with_multiple_orders"],
+        )
+        .await?
+        .columns(
+            sql::OUTBOX_COUNTERS,
+            &["outbox_backlog", "outbox_delivered"],
+        )
+        .await?
+        .ids("confirmed_order_ids", sql::CONFIRMED_IDS)
+        .await?;
+        Ok(Response::new(snap.finish("orders")))
     }
 }

@@ -54,10 +54,10 @@ pub const MARK_FAILED_ATTEMPT: &str =
     "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1";
 pub const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) AS n FROM orders GROUP BY status";
 pub const DUPLICATE_CONFIRMED: &str =
-    "SELECT COUNT(*) AS keys, CAST(COALESCE(SUM(n - 1), 0) AS BIGINT) AS extra FROM
+    "SELECT COUNT(*) AS keys_with_duplicate_orders, CAST(COALESCE(SUM(n - 1), 0) AS BIGINT) AS duplicate_orders FROM
     (SELECT idempotency_key, COUNT(*) AS n FROM orders WHERE status = 'CONFIRMED'
      GROUP BY idempotency_key HAVING COUNT(*) > 1) AS t";
-pub const KEYS_WITH_MULTIPLE_ORDERS: &str = "SELECT COUNT(*) AS n FROM
+pub const KEYS_WITH_MULTIPLE_ORDERS: &str = "SELECT COUNT(*) AS keys_with_multiple_orders FROM
     (SELECT idempotency_key FROM orders GROUP BY idempotency_key HAVING COUNT(*) > 1) AS t";
 pub const OUTBOX_COUNTERS: &str = "SELECT
     CAST(COALESCE(SUM(CASE WHEN delivered_at_ms IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS outbox_backlog,

@@ -1,16 +1,15 @@
 //! The gRPC handlers of payments and its audit counters.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_proto::lab::v1::{IdList, SnapshotRequest, SnapshotResponse, audit_server::Audit};
+use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse, audit_server::Audit};
 use lab_proto::shop::v1::payments_server::Payments;
 use lab_proto::shop::v1::{
     ChargeRecord, ChargeRequest, ChargeResponse, GetChargeRequest, Money, RefundRequest,
     RefundResponse,
 };
-use lab_runtime::{deadline, errors, validate};
+use lab_runtime::{audit, deadline, errors, validate};
 use lab_store::{Claim, Db, IdempotencyStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -300,51 +299,26 @@ impl Audit for PaymentsService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let pool = self.db.pool();
-        let row = sqlx::query(sql::COUNTERS)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        let mut counters = HashMap::new();
-        for name in [
-            "charges_total",
-            "orders_charged",
-            "charges_after_deadline",
-            "refunds",
-        ] {
-            counters.insert(
-                name.to_string(),
-                row.try_get::<i64, _>(name).map_err(errors::db)?,
-            );
-        }
-        let dup = sqlx::query(sql::ORDERS_CHARGED_MORE_THAN_ONCE)
-            .fetch_one(pool)
-            .await
-            .map_err(errors::db)?;
-        counters.insert(
-            "orders_charged_more_than_once".into(),
-            dup.try_get::<i64, _>("n").map_err(errors::db)?,
-        );
-        counters.insert(
-            "duplicate_charges".into(),
-            counters["charges_total"] - counters["orders_charged"],
-        );
-        let mut ids = HashMap::new();
-        if request.get_ref().include_ids {
-            let charged = sqlx::query(sql::CHARGED_ORDER_IDS)
-                .fetch_all(pool)
-                .await
-                .map_err(errors::db)?
-                .iter()
-                .map(|r| r.try_get::<String, _>("order_id"))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(errors::db)?;
-            ids.insert("charged_order_ids".into(), IdList { ids: charged });
-        }
-        Ok(Response::new(SnapshotResponse {
-            service: "payments".into(),
-            counters,
-            ids,
-        }))
+        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        snap.columns(
+            sql::COUNTERS,
+            &[
+                "charges_total",
+                "orders_charged",
+                "charges_after_deadline",
+                "refunds",
+            ],
+        )
+        .await?
+        .columns(
+            sql::ORDERS_CHARGED_MORE_THAN_ONCE,
+            &["orders_charged_more_than_once"],
+        )
+        .await?
+        .ids("charged_order_ids", sql::CHARGED_ORDER_IDS)
+        .await?;
+        let duplicates = snap.get("charges_total") - snap.get("orders_charged");
+        snap.set("duplicate_charges", duplicates);
+        Ok(Response::new(snap.finish("payments")))
     }
 }

@@ -31,6 +31,7 @@ pub const COUNTERS: &str = "SELECT
     CAST(COALESCE(SUM(after_deadline), 0) AS BIGINT) AS charges_after_deadline,
     CAST(COALESCE(SUM(refunded), 0) AS BIGINT) AS refunds
     FROM charges";
-pub const ORDERS_CHARGED_MORE_THAN_ONCE: &str = "SELECT COUNT(*) AS n FROM
+pub const ORDERS_CHARGED_MORE_THAN_ONCE: &str =
+    "SELECT COUNT(*) AS orders_charged_more_than_once FROM
     (SELECT order_id FROM charges GROUP BY order_id HAVING COUNT(*) > 1) AS t";
 pub const CHARGED_ORDER_IDS: &str = "SELECT DISTINCT order_id FROM charges WHERE refunded = 0";
