@@ -39,6 +39,10 @@ bench: ## Benchmarks, printed as ratios to bare tonic measured in the same run
 	$(CARGO) bench -p lab-resilience --bench client_stack
 	$(CARGO) bench -p frlab --bench chain
 
+.PHONY: crds
+crds: ## Regenerate k8s/crds/faultinjection.yaml from the Rust type (a test checks it is current)
+	$(CARGO) run -q -p chaos-controller --bin crdgen > k8s/crds/faultinjection.yaml
+
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

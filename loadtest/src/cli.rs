@@ -63,6 +63,8 @@ pub enum Command {
     RunSample(SampleArgs),
     /// Validate a resilience profile, or show the stack it builds on every hop
     Profile(crate::profile::ProfileArgs),
+    /// Apply, clear or list faults (FaultInjection documents) on a running local stack
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 /// Flags shared by the commands that start the stack.
@@ -190,6 +192,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Order(args) => order(args).await,
         Command::RunSample(args) => run_sample(args).await,
         Command::Profile(args) => Ok(crate::profile::run(args)),
+        Command::Chaos(args) => crate::chaos::run(args).await,
     }
 }
 
@@ -213,12 +216,19 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         }
     };
     print_endpoints(&stack);
+    // Where every port is, for `frlab chaos` (and anyone else) to find them.
+    let stack_file = args.data_dir.join(crate::chaos::STACK_FILE);
+    std::fs::write(
+        &stack_file,
+        serde_json::to_string_pretty(stack.endpoints())?,
+    )
+    .with_context(|| format!("writing {}", stack_file.display()))?;
     let gateway = stack.gateway_url();
     let grpc = gateway.trim_start_matches("http://");
     println!(
         "\ntry:  frlab order --gateway {gateway} --item sku-1:2\n  or: grpcurl -plaintext -d \
          '{{\"idempotency_key\":\"k1\",\"customer_id\":\"c1\",\"items\":[{{\"product_id\":\"sku-1\",\
-         \"quantity\":2}}]}}' {grpc} shop.v1.Gateway/PlaceOrder\n\nrunning; ctrl-c to stop"
+         \"quantity\":2}}]}}' {grpc} shop.v1.Gateway/PlaceOrder\n  or: frlab chaos apply -f k8s/chaos/payment-errors.yaml\n\nrunning; ctrl-c to stop"
     );
     let mut code = tokio::select! {
         sig = signals.recv() => {
@@ -245,6 +255,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     if !print_stopped(&outcomes) {
         code = ExitCode::FAILURE;
     }
+    let _ = std::fs::remove_file(&stack_file);
     Ok(code)
 }
 
@@ -384,9 +395,19 @@ fn is_confirmed(placed: &Placed) -> bool {
 }
 
 fn print_endpoints(stack: &LocalStack) {
-    println!("\n{:<14} {:<22} metrics", "service", "gRPC");
+    println!(
+        "\n{:<14} {:<22} {:<22} metrics",
+        "service", "gRPC", "admin (faults)"
+    );
     for ep in stack.endpoints() {
-        println!("{:<14} {:<22} {}", ep.service, ep.grpc, ep.metrics_url());
+        let admin = ep.admin.map_or_else(|| "-".to_string(), |a| a.to_string());
+        println!(
+            "{:<14} {:<22} {:<22} {}",
+            ep.service,
+            ep.grpc,
+            admin,
+            ep.metrics_url()
+        );
     }
 }
 

@@ -5,10 +5,12 @@
 //!   ([`stack::LocalStack`]), kills and restarts them, stops them in order.
 //! - [`client`]: the gRPC calls the commands make (PlaceOrder, Audit snapshots) and how
 //!   their answers are printed.
+//! - [`chaos`]: `frlab chaos apply|clear|ls` through the services' admin ports.
 //! - [`profile`]: `frlab profile check|show|list`.
 //! - [`cli`]: the clap command line (`frlab up`, `frlab order`, `frlab run-sample`) and
 //!   one function per command; `main.rs` only parses and calls [`cli::run`].
 
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod profile;

@@ -52,6 +52,9 @@ const SERVICE_ENV: &[&str] = &[
     "FRLAB_DATABASE_SCHEMA",
     "FRLAB_REDIS_URL",
     "FRLAB_PROFILE",
+    "FRLAB_ADMIN_LISTEN",
+    "FRLAB_ADMIN_TOKEN",
+    "FRLAB_INSECURE_ADMIN",
 ];
 
 /// How long [`LocalStack::stop`] waits after SIGTERM before SIGKILL.
@@ -134,6 +137,9 @@ pub struct Endpoint {
     pub service: String,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The admin port (lab.v1.Faults).
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
 }
 
 impl Endpoint {
@@ -239,7 +245,7 @@ impl LocalStack {
                     .map(|d| d.join(format!("{service}.log"))),
                 env_remove: SERVICE_ENV,
             };
-            let listen = with_listen(&launch, grpc, http);
+            let listen = with_listen(&launch, grpc, http, 0);
             let timeout = stack.opts.ready_timeout;
             // On an error the child is dropped, which kills it; the stack's Drop kills the
             // services started before.
@@ -303,7 +309,13 @@ impl LocalStack {
             terminate(&mut child, STOP_GRACE).await?;
         }
         let old = self.endpoints[i].clone();
-        let launch = with_listen(&self.members[i].launch, old.grpc.port(), old.http.port());
+        let admin = old.admin.map_or(0, |a| a.port());
+        let launch = with_listen(
+            &self.members[i].launch,
+            old.grpc.port(),
+            old.http.port(),
+            admin,
+        );
         let mut attempt = 1;
         let (mut child, endpoint) = loop {
             match spawn_ready(&launch, self.opts.ready_timeout, true).await {
@@ -409,7 +421,12 @@ impl LocalStack {
     /// Every flag of a service except the listen addresses.
     fn args(&self, service: &str) -> Result<Vec<OsString>> {
         let o = &self.opts;
-        let mut args: Vec<OsString> = vec!["--data-dir".into(), o.data_dir.clone().into()];
+        // Local stacks are for one user on 127.0.0.1: the admin port takes no token.
+        let mut args: Vec<OsString> = vec![
+            "--data-dir".into(),
+            o.data_dir.clone().into(),
+            "--insecure-admin".into(),
+        ];
         if let Some(url) = &o.database_url {
             args.extend(["--database-url".into(), url.into()]);
             if let Some(prefix) = &o.schema_prefix {
@@ -454,13 +471,17 @@ impl Drop for LocalStack {
     }
 }
 
-fn with_listen(launch: &Launch, grpc: u16, http: u16) -> Launch {
+/// `admin` 0: any free port when `grpc` is 0 too, else the service's default (gRPC + 10).
+fn with_listen(launch: &Launch, grpc: u16, http: u16, admin: u16) -> Launch {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
         format!("127.0.0.1:{grpc}").into(),
         "--http-listen".into(),
         format!("127.0.0.1:{http}").into(),
     ];
+    if admin != 0 {
+        args.extend(["--admin-listen".into(), format!("127.0.0.1:{admin}").into()]);
+    }
     args.extend(launch.args.iter().cloned());
     Launch {
         args,
@@ -626,6 +647,7 @@ mod tests {
             [
                 "--data-dir",
                 "/d",
+                "--insecure-admin",
                 "--database-url",
                 "postgres://x",
                 "--database-schema",

@@ -26,6 +26,17 @@ pub struct CommonArgs {
     /// Redis URL for idempotency keys (`redis://…`). Default: in memory.
     #[arg(long, env = "FRLAB_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Address of the admin port serving lab.v1.Faults. Default: the gRPC address with its
+    /// port + 10 (any free port when the gRPC port is 0).
+    #[arg(long, env = "FRLAB_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin port requires (`authorization: Bearer TOKEN`). Without one
+    /// the admin port refuses every call, unless --insecure-admin is given.
+    #[arg(long, env = "FRLAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Accept admin calls without a token (local use only; `frlab up` passes it).
+    #[arg(long, env = "FRLAB_INSECURE_ADMIN")]
+    pub insecure_admin: bool,
     /// Resilience profile: a built-in name (a-baseline … g-adaptive) or a helm values YAML
     /// file with a `resilience:` key. Default: f-full.
     #[arg(long, env = "FRLAB_PROFILE", value_name = "NAME|FILE")]
@@ -47,6 +58,25 @@ impl CommonArgs {
     pub fn grpc_addr(&self, default_port: u16) -> SocketAddr {
         self.listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
+    }
+
+    pub fn admin_addr(&self, default_grpc_port: u16) -> SocketAddr {
+        self.admin_listen.unwrap_or_else(|| {
+            let mut addr = self.grpc_addr(default_grpc_port);
+            if addr.port() != 0 {
+                addr.set_port(addr.port().saturating_add(10));
+            }
+            addr
+        })
+    }
+
+    /// Who may call the admin port.
+    pub fn admin_auth(&self) -> lab_chaos::AdminAuth {
+        match (&self.admin_token, self.insecure_admin) {
+            (Some(token), _) if !token.is_empty() => lab_chaos::AdminAuth::Token(token.clone()),
+            (_, true) => lab_chaos::AdminAuth::Insecure,
+            _ => lab_chaos::AdminAuth::Refuse,
+        }
     }
 
     pub fn http_addr(&self, default_port: u16) -> SocketAddr {

@@ -17,6 +17,7 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
+use lab_chaos::{AdminAuth, FaultLayer, FaultSet, FaultsAdmin};
 use lab_resilience::Profile;
 use lab_resilience::profiles::Named;
 use lab_resilience::stack::{HopService, ServerStack};
@@ -36,25 +37,36 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Bound {
     pub grpc: TcpListener,
     pub http: Option<TcpListener>,
+    /// The admin port (lab.v1.Faults), if this service serves one.
+    pub admin: Option<TcpListener>,
     /// Print the ready line ([`crate::READY_PREFIX`]) on stdout once serving. Service
     /// binaries set it (`frlab` waits for the line); tests don't need it.
     pub announce_ready: bool,
 }
 
 impl Bound {
-    /// Binds both ports.
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> std::io::Result<Self> {
+    /// Binds the gRPC, HTTP side and admin ports.
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        admin: SocketAddr,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             grpc: TcpListener::bind(grpc).await?,
             http: Some(TcpListener::bind(http).await?),
+            admin: Some(TcpListener::bind(admin).await?),
             announce_ready: false,
         })
     }
 
-    /// Both ports on 127.0.0.1:0, as tests use them.
+    /// Every port on 127.0.0.1:0, as tests use them.
     pub async fn ephemeral() -> std::io::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::bind(any, any).await
+        Self::bind(any, any, any).await
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
@@ -87,6 +99,9 @@ pub struct ServiceHost {
     health_names: Vec<&'static str>,
     server_metrics: ServerMetrics,
     resilience: lab_resilience::stack::Metrics,
+    faults: FaultSet,
+    latency_in_handler: bool,
+    admin_auth: AdminAuth,
 }
 
 impl ServiceHost {
@@ -100,7 +115,10 @@ impl ServiceHost {
         );
         let server_metrics = ServerMetrics::new(&mut registry);
         let resilience = lab_resilience::stack::Metrics::register(&mut registry);
+        let faults = FaultSet::new(name, &mut registry);
         let state = StateBoard::default();
+        let view = faults.clone();
+        state.register("faults", move || view.snapshot());
         let profile_name = profile.name.clone();
         state.register("profile", move || serde_json::json!(profile_name));
         Self {
@@ -112,7 +130,31 @@ impl ServiceHost {
             health_names: Vec::new(),
             server_metrics,
             resilience,
+            faults,
+            latency_in_handler: false,
+            admin_auth: AdminAuth::Refuse,
         }
+    }
+
+    /// A host configured from the common flags: the profile (`--profile`) and who may call
+    /// the admin port (`--admin-token`, `--insecure-admin`).
+    pub fn from_args(name: &'static str, args: &crate::CommonArgs) -> anyhow::Result<Self> {
+        let mut host = Self::new(name, args.profile()?);
+        host.admin_auth = args.admin_auth();
+        Ok(host)
+    }
+
+    /// Who may call the admin port (default: nobody).
+    pub fn set_admin_auth(&mut self, auth: AdminAuth) {
+        self.admin_auth = auth;
+    }
+
+    /// The service's live fault set, for the hooks it applies inside its own handlers
+    /// (brownout, lock hold). `latency_in_handler`: the service draws injected latency itself
+    /// (payments does, inside its capacity slot), so the fault layer must not add it again.
+    pub fn faults(&mut self, latency_in_handler: bool) -> FaultSet {
+        self.latency_in_handler |= latency_in_handler;
+        self.faults.clone()
     }
 
     /// The resilience profile this service runs.
@@ -175,6 +217,8 @@ impl ServiceHost {
 
     /// Serves until `shutdown` fires, then drains. Returns once both ports are closed.
     pub async fn serve(mut self, bound: Bound, shutdown: Shutdown) -> Result<(), HostError> {
+        let (grpc_addr, http_addr, admin_addr) =
+            (bound.grpc_addr()?, bound.http_addr(), bound.admin_addr());
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in self.health_names.iter().copied().chain([""]) {
             health
@@ -194,11 +238,26 @@ impl ServiceHost {
             .add_service(reflection_v1alpha);
         let routes = self.routes.routes();
 
+        let admin_task = bound.admin.map(|listener| {
+            let admin = lab_chaos::admin_server(FaultsAdmin::new(
+                self.faults.clone(),
+                self.admin_auth.clone(),
+            ));
+            let shutdown = shutdown.clone();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(admin)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        shutdown.wait().await
+                    }),
+            )
+        });
         if bound.announce_ready {
             let ready = serde_json::json!({
                 "service": self.name,
-                "grpc": bound.grpc_addr()?.to_string(),
-                "http": bound.http_addr().map(|a| a.to_string()),
+                "grpc": grpc_addr.to_string(),
+                "http": http_addr.map(|a| a.to_string()),
+                "admin": admin_addr.map(|a| a.to_string()),
             });
             // The listeners are bound and the routes built: connections are served from here on.
             println!("{}{ready}", crate::READY_PREFIX);
@@ -236,6 +295,11 @@ impl ServiceHost {
             // Outermost: every arrival is counted before any refusal.
             .layer(ServerMetricsLayer::new(self.server_metrics.clone()))
             .layer(server_stack)
+            // Innermost: faults act where the service's own code would fail.
+            .layer(FaultLayer::new(
+                self.faults.clone(),
+                self.latency_in_handler,
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(bound.grpc), stop_accepting);
         let drain_bound = async {
@@ -245,6 +309,12 @@ impl ServiceHost {
         tokio::select! {
             res = server => res?,
             _ = drain_bound => tracing::warn!(service = self.name, "drain timeout: closing with calls in flight"),
+        }
+        if let Some(task) = admin_task {
+            match task.await {
+                Ok(res) => res?,
+                Err(e) => tracing::error!(service = self.name, "admin port task failed: {e}"),
+            }
         }
         if let Some(task) = http_task {
             match task.await {

@@ -63,10 +63,14 @@ where
         let common = config.common();
         let grpc = common.grpc_addr(C::GRPC_PORT);
         let http = common.http_addr(C::HTTP_PORT);
-        let mut bound = match Bound::bind(grpc, http).await {
+        let admin = common.admin_addr(C::GRPC_PORT);
+        let mut bound = match Bound::bind(grpc, http, admin).await {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("{}: cannot bind gRPC {grpc} / HTTP {http}: {e}", C::NAME);
+                eprintln!(
+                    "{}: cannot bind gRPC {grpc} / HTTP {http} / admin {admin}: {e}",
+                    C::NAME
+                );
                 return ExitCode::FAILURE;
             }
         };

@@ -18,6 +18,8 @@ use crate::{Bound, Shutdown};
 pub struct TestApp {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The admin port (lab.v1.Faults).
+    pub admin: SocketAddr,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -33,11 +35,13 @@ impl TestApp {
         let bound = Bound::ephemeral().await.expect("bind 127.0.0.1:0");
         let grpc = bound.grpc_addr().expect("gRPC address");
         let http = bound.http_addr().expect("HTTP address");
+        let admin = bound.admin_addr().expect("admin address");
         let shutdown = Shutdown::new();
         let task = tokio::spawn(run(bound, config, shutdown.clone()));
         let mut app = TestApp {
             grpc,
             http,
+            admin,
             shutdown,
             task,
         };
@@ -77,6 +81,11 @@ impl TestApp {
     /// A lazily connected channel to the gRPC port.
     pub fn channel(&self) -> Channel {
         crate::client::lazy_channel("test", &self.url()).expect("valid URL")
+    }
+
+    /// A lazily connected channel to the admin port.
+    pub fn admin_channel(&self) -> Channel {
+        crate::client::lazy_channel("test", &format!("http://{}", self.admin)).expect("valid URL")
     }
 
     /// GET `path` on the HTTP side port; returns (status code, body).

@@ -48,7 +48,7 @@ impl ServiceConfig for Config {
 
 /// Runs the gateway on `bound` until `shutdown` fires.
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let mut host = ServiceHost::from_args(Config::NAME, &config.common)?;
     let orders = host.client("orders", "--orders-url", &config.orders_url)?;
     let svc = GatewayService::new(orders, host.registry_mut());
     host.add_service(

@@ -43,8 +43,8 @@ impl ServiceConfig for Config {
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
-    let svc = InventoryService::new(db.clone());
-    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let mut host = ServiceHost::from_args(Config::NAME, &config.common)?;
+    let svc = InventoryService::new(db.clone(), host.faults(false));
     host.add_service(
         InventoryServer::new(svc.clone())
             .max_decoding_message_size(lab_runtime::host::MAX_MESSAGE_BYTES),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use lab_chaos::FaultSet;
 use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse, audit_server::Audit};
 use lab_proto::shop::v1::inventory_server::Inventory;
 use lab_proto::shop::v1::{
@@ -18,11 +19,12 @@ use crate::sql;
 #[derive(Clone, Debug)]
 pub struct InventoryService {
     db: Db,
+    faults: FaultSet,
 }
 
 impl InventoryService {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, faults: FaultSet) -> Self {
+        Self { db, faults }
     }
 }
 
@@ -122,6 +124,11 @@ impl Inventory for InventoryService {
                 .execute(&mut *tx)
                 .await
                 .map_err(errors::db)?;
+        }
+        // An injected lock-hold fault: keep the product rows locked a while, as a slow
+        // transaction would; concurrent reservations of the same products wait behind it.
+        if let Some(hold) = self.faults.lock_hold("/shop.v1.Inventory/Reserve") {
+            tokio::time::sleep(hold).await;
         }
         sqlx::query(sql::SET_TOTAL)
             .bind(total)

@@ -43,7 +43,7 @@ impl ServiceConfig for Config {
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
-    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let mut host = ServiceHost::from_args(Config::NAME, &config.common)?;
     let svc = NotificationsService::new(db.clone(), host.registry_mut());
     host.add_service(
         NotificationsServer::new(svc.clone())

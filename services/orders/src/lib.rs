@@ -76,7 +76,7 @@ impl ServiceConfig for Config {
 
 /// Runs orders on `bound` until `shutdown` fires; the outbox relay stops with it.
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let mut host = ServiceHost::from_args(Config::NAME, &config.common)?;
     let downstreams = Downstreams::connect(&mut host, &config)?;
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;

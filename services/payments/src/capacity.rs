@@ -113,8 +113,15 @@ impl Capacity {
 
     /// Takes a slot: at once if one is free, else after queueing (if the queue has room)
     /// until a slot frees, the queue timeout passes, or the caller's deadline passes.
-    pub async fn admit(&self, deadline: Option<Instant>) -> Result<OwnedSemaphorePermit, Rejected> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+    /// Under a brownout (`Some(factor)`: the share of capacity left), each charge takes
+    /// `1/factor` slots, so only `slots x factor` charges run at once.
+    pub async fn admit(
+        &self,
+        deadline: Option<Instant>,
+        brownout: Option<f64>,
+    ) -> Result<OwnedSemaphorePermit, Rejected> {
+        let need = self.slots_per_charge(brownout);
+        if let Ok(permit) = self.slots.clone().try_acquire_many_owned(need) {
             return Ok(permit);
         }
         let depth = self.waiting.fetch_add(1, Ordering::AcqRel);
@@ -128,7 +135,7 @@ impl Capacity {
         let started = Instant::now();
         let queue_deadline = started + self.config.queue_timeout;
         let until = deadline.map_or(queue_deadline, |d| d.min(queue_deadline));
-        match tokio::time::timeout_at(until, self.slots.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(until, self.slots.clone().acquire_many_owned(need)).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed.
             Ok(Err(_)) | Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
@@ -137,6 +144,15 @@ impl Capacity {
             _ => Err(Rejected::QueueTimeout {
                 waited_ms: started.elapsed().as_millis() as u64,
             }),
+        }
+    }
+
+    /// Slots one charge holds: 1, or `ceil(1/factor)` during a brownout (at most all).
+    fn slots_per_charge(&self, brownout: Option<f64>) -> u32 {
+        let slots = self.config.slots as u32;
+        match brownout {
+            Some(f) if f > 0.0 && f < 1.0 => ((1.0 / f).ceil() as u32).clamp(1, slots),
+            _ => 1,
         }
     }
 
@@ -186,16 +202,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn admits_slots_then_queues_then_refuses() {
         let cap = Arc::new(Capacity::new(config(2, 1)));
-        let a = cap.admit(None).await.unwrap();
-        let _b = cap.admit(None).await.unwrap();
+        let a = cap.admit(None, None).await.unwrap();
+        let _b = cap.admit(None, None).await.unwrap();
         let queued = tokio::spawn({
             let cap = cap.clone();
-            async move { cap.admit(None).await.map(|_| ()) }
+            async move { cap.admit(None, None).await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
         assert_eq!(cap.waiting(), 1);
         assert_eq!(
-            cap.admit(None).await.unwrap_err(),
+            cap.admit(None, None).await.unwrap_err(),
             Rejected::QueueFull {
                 slots: 2,
                 waiting: 1
@@ -212,15 +228,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn queue_timeout_and_deadline_are_told_apart() {
         let cap = Capacity::new(config(1, 4));
-        let _held = cap.admit(None).await.unwrap();
-        let err = cap.admit(None).await.unwrap_err();
+        let _held = cap.admit(None, None).await.unwrap();
+        let err = cap.admit(None, None).await.unwrap_err();
         assert_eq!(err, Rejected::QueueTimeout { waited_ms: 100 });
         let deadline = Instant::now() + Duration::from_millis(30);
         assert_eq!(
-            cap.admit(Some(deadline)).await.unwrap_err(),
+            cap.admit(Some(deadline), None).await.unwrap_err(),
             Rejected::DeadlinePassed
         );
         assert_eq!(cap.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn brownout_cuts_concurrent_charges_to_the_remaining_share() {
+        let cap = Capacity::new(config(10, 0));
+        // 20 % of capacity left: each charge takes 5 slots, so 2 run at once.
+        let a = cap.admit(None, Some(0.2)).await.unwrap();
+        let _b = cap.admit(None, Some(0.2)).await.unwrap();
+        assert!(matches!(
+            cap.admit(None, Some(0.2)).await,
+            Err(Rejected::QueueFull { .. })
+        ));
+        assert_eq!(cap.in_use(), 10);
+        drop(a);
+        assert!(cap.admit(None, Some(0.2)).await.is_ok());
     }
 
     #[test]

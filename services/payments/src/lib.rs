@@ -94,7 +94,7 @@ impl Config {
 /// Runs payments on `bound` until `shutdown` fires.
 pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let capacity = Arc::new(Capacity::new(config.capacity()?));
-    let mut host = ServiceHost::new(Config::NAME, config.common.profile()?);
+    let mut host = ServiceHost::from_args(Config::NAME, &config.common)?;
     let db =
         lab_store::Db::connect(&config.common.db_config(Config::NAME), sql::MIGRATIONS).await?;
     // Deduplication by key is a resilience pattern: the profile switches it on (f, g).
@@ -105,10 +105,13 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
     } else {
         None
     };
+    // Payments applies latency faults itself, inside its capacity slot.
+    let faults = host.faults(true);
     let svc = PaymentsService::new(
         db.clone(),
         capacity.clone(),
         idempotency,
+        faults,
         host.registry_mut(),
     );
     host.state()

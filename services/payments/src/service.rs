@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lab_chaos::FaultSet;
 use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse, audit_server::Audit};
 use lab_proto::shop::v1::payments_server::Payments;
 use lab_proto::shop::v1::{
@@ -21,6 +22,9 @@ use tonic::{Request, Response, Status};
 
 use crate::capacity::{Capacity, Rejected};
 use crate::sql;
+
+/// The method faults are matched against.
+const CHARGE: &str = "/shop.v1.Payments/Charge";
 
 /// How long a charge holds its idempotency key before another request may take over.
 const KEY_LEASE: Duration = Duration::from_secs(30);
@@ -45,6 +49,7 @@ pub struct PaymentsService {
     db: Db,
     capacity: Arc<Capacity>,
     idempotency: Option<(IdempotencyStore, Duration)>,
+    faults: FaultSet,
     metrics: Metrics,
 }
 
@@ -53,6 +58,7 @@ impl PaymentsService {
         db: Db,
         capacity: Arc<Capacity>,
         idempotency: Option<(IdempotencyStore, Duration)>,
+        faults: FaultSet,
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics {
@@ -85,6 +91,7 @@ impl PaymentsService {
             db,
             capacity,
             idempotency,
+            faults,
             metrics,
         }
     }
@@ -96,7 +103,8 @@ impl PaymentsService {
         amount: &Money,
         deadline: Option<Instant>,
     ) -> Result<String, Status> {
-        let _slot = self.capacity.admit(deadline).await.map_err(|r| {
+        let brownout = self.faults.brownout_factor();
+        let _slot = self.capacity.admit(deadline, brownout).await.map_err(|r| {
             let reason = match r {
                 Rejected::QueueFull { .. } => "queue_full",
                 Rejected::QueueTimeout { .. } => "queue_timeout",
@@ -111,7 +119,9 @@ impl PaymentsService {
                 _ => Status::resource_exhausted(r.to_string()),
             }
         })?;
-        let service_time = self.capacity.service_time();
+        // An injected latency fault holds the slot, like a slow processor would.
+        let service_time =
+            self.capacity.service_time() + self.faults.extra_latency(CHARGE).unwrap_or_default();
         if !service_time.is_zero() {
             tokio::time::sleep(service_time).await;
         }
