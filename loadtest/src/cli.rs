@@ -65,6 +65,10 @@ pub enum Command {
     Profile(crate::profile::ProfileArgs),
     /// Apply, clear or list faults (FaultInjection documents) on a running local stack
     Chaos(crate::chaos::ChaosArgs),
+    /// Drive PlaceOrder with an open-loop schedule and report success rate, goodput and
+    /// latency (from each request's intended send time)
+    #[command(long_about = crate::load::command::LONG_ABOUT)]
+    Load(crate::load::LoadArgs),
 }
 
 /// Flags shared by the commands that start the stack.
@@ -193,6 +197,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::RunSample(args) => run_sample(args).await,
         Command::Profile(args) => Ok(crate::profile::run(args)),
         Command::Chaos(args) => crate::chaos::run(args).await,
+        Command::Load(args) => crate::load::command::run(args).await,
     }
 }
 

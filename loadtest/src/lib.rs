@@ -7,11 +7,20 @@
 //!   their answers are printed.
 //! - [`chaos`]: `frlab chaos apply|clear|ls` through the services' admin ports.
 //! - [`profile`]: `frlab profile check|show|list`.
+//! - [`load`]: the open-loop load generator (`frlab load`): PlaceOrder on a fixed
+//!   schedule, latency from each request's intended send time, HDR percentiles.
+//! - [`metrics`]: the experiment's numbers from scrapes, audits and timelines (retry
+//!   amplification, duplicates, lost events, recovery time, 95 % intervals); pure functions.
+//! - [`report`]: the run record ([`report::Run`]) and the files written from it
+//!   (results.json, results.csv, report.md, SVG charts); `frlab report` rebuilds them.
 //! - [`cli`]: the clap command line (`frlab up`, `frlab order`, `frlab run-sample`) and
 //!   one function per command; `main.rs` only parses and calls [`cli::run`].
 
 pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod load;
+pub mod metrics;
 pub mod profile;
+pub mod report;
 pub mod stack;
