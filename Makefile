@@ -18,6 +18,16 @@ build: ## Build the five services and frlab (debug)
 run: build ## Main job: start the local stack (embedded storage), place a sample order, print the audit, stop
 	$(FRLAB) run-sample
 
+.PHONY: experiment
+experiment: ## Main job: the quick experiment (profiles a,b,d,f,g x 3 faults) on release builds; report in results/
+	$(CARGO) build --release --workspace --bins
+	target/release/frlab experiment --quick
+
+.PHONY: experiment-full
+experiment-full: ## Every profile x every scenario, 3 trials (long)
+	$(CARGO) build --release --workspace --bins
+	target/release/frlab experiment --full
+
 .PHONY: up
 up: build ## Start the local stack and keep it running until ctrl-c
 	$(FRLAB) up

@@ -65,6 +65,14 @@ pub enum Command {
     Profile(crate::profile::ProfileArgs),
     /// Apply, clear or list faults (FaultInjection documents) on a running local stack
     Chaos(crate::chaos::ChaosArgs),
+    /// Run resilience profiles x fault scenarios x trials on local stacks and write a
+    /// report of what was measured (results/<run-id>/)
+    Experiment(crate::experiment::ExperimentArgs),
+    /// Rebuild a run's results.csv, report.md and charts from its results.json
+    Report {
+        /// The run's directory, e.g. results/20261127190500
+        dir: PathBuf,
+    },
     /// Drive PlaceOrder with an open-loop schedule and report success rate, goodput and
     /// latency (from each request's intended send time)
     #[command(long_about = crate::load::command::LONG_ABOUT)]
@@ -197,6 +205,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::RunSample(args) => run_sample(args).await,
         Command::Profile(args) => Ok(crate::profile::run(args)),
         Command::Chaos(args) => crate::chaos::run(args).await,
+        Command::Experiment(args) => crate::experiment::command(args).await,
+        Command::Report { dir } => {
+            crate::report::rebuild(&dir)?;
+            println!("rebuilt {}", dir.join("report.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Load(args) => crate::load::command::run(args).await,
     }
 }

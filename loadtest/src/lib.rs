@@ -13,12 +13,14 @@
 //!   amplification, duplicates, lost events, recovery time, 95 % intervals); pure functions.
 //! - [`report`]: the run record ([`report::Run`]) and the files written from it
 //!   (results.json, results.csv, report.md, SVG charts); `frlab report` rebuilds them.
+//! - [`experiment`]: `frlab experiment`: profiles x scenarios x trials, one fresh stack per trial.
 //! - [`cli`]: the clap command line (`frlab up`, `frlab order`, `frlab run-sample`) and
 //!   one function per command; `main.rs` only parses and calls [`cli::run`].
 
 pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod experiment;
 pub mod load;
 pub mod metrics;
 pub mod profile;
