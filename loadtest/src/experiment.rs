@@ -573,7 +573,7 @@ async fn inject(plan: &Plan, stack: &mut LocalStack, def: &ScenarioDef, seed: u6
 async fn scrape_all(stack: &LocalStack) -> Result<Vec<Sample>> {
     let mut all = Vec::new();
     for ep in stack.endpoints() {
-        let (code, body) = lab_runtime::testing::http_get(ep.http, "/metrics")
+        let (code, body) = lab_runtime::client::http_get(ep.http, "/metrics")
             .await
             .with_context(|| format!("scraping {}", ep.metrics_url()))?;
         if code != 200 {
