@@ -234,7 +234,7 @@ pub fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
 /// Received attempts of every callee, counted server side on arrival before any fault or
 /// admission check (`lab_runtime::metrics::ServerMetricsLayer`).
 pub const SERVER_REQUESTS: &str = "rpc_server_requests_total";
-/// Logical calls (first attempts) a caller made on a hop (`RequestCountLayer`).
+/// Logical calls (first attempts) a caller made on a hop (`CountLayer::requests`).
 pub const CLIENT_REQUESTS: &str = "resilience_client_requests_total";
 /// The load generator's call.
 pub const PLACE_ORDER: &str = "/shop.v1.Gateway/PlaceOrder";

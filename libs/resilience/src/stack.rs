@@ -9,10 +9,10 @@
 //! 3. `ClientDeadlineLayer` — fixes the call's absolute deadline once (incoming deadline,
 //!    caller's timeout, profile default); refuses a call whose deadline already passed.
 //! 4. `BufferLayer` — makes the request replayable for retries and hedges.
-//! 5. `RequestCountLayer` — counts logical calls (first attempts): amplification's denominator.
+//! 5. `CountLayer::requests` — counts logical calls (first attempts): amplification's denominator.
 //! 6. `HedgeLayer` (reads listed in the profile) — outside retry: a hedge is a whole extra call.
 //! 7. `RetryLayer` — decides retries from the outcome, backoff, pushback, budget, deadline.
-//! 8. `AttemptCountLayer` — counts every attempt sent.
+//! 8. `CountLayer::attempts` — counts every attempt sent.
 //! 9. breaker — inside retry, so each attempt is an observation and an open circuit fails
 //!    attempts fast (the retry layer does not retry `CircuitOpen`).
 //! 10. bulkhead — inside the breaker: a call refused by the breaker takes no place.
@@ -175,7 +175,7 @@ use crate::deadline::{
 };
 use crate::hedge::HedgeLayer;
 use crate::idempotency::{IncomingKeyLayer, KeyLayer};
-use crate::retry::{AttemptCountLayer, RequestCountLayer, RetryBudget, RetryLayer, RetryMetrics};
+use crate::retry::{CountLayer, RetryBudget, RetryLayer, RetryMetrics};
 use crate::shed::{ShedMetrics, Shedder};
 use crate::status::StatusLayer;
 use crate::{BoxError, GrpcRequest, GrpcResponse};
@@ -242,7 +242,7 @@ where
             &metrics.deadline,
         ))
         .layer(BufferLayer::new())
-        .layer(RequestCountLayer::new(hop, &metrics.retry))
+        .layer(CountLayer::requests(hop, &metrics.retry))
         .option_layer(
             policy
                 .hedge
@@ -250,7 +250,7 @@ where
                 .map(|h| HedgeLayer::new(hop, h, budget.clone(), &metrics.retry)),
         )
         .layer(RetryLayer::new(hop, &policy.retry, budget, &metrics.retry))
-        .layer(AttemptCountLayer::new(hop, &metrics.retry))
+        .layer(CountLayer::attempts(hop, &metrics.retry))
         .option_layer(breaker.as_ref().map(Breaker::layer))
         .option_layer(bulkhead.as_ref().map(Bulkhead::layer))
         .layer(AttemptTimeoutLayer::new(policy.timeout.as_ref()))

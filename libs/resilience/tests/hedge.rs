@@ -11,8 +11,8 @@ use lab_resilience::body::ReplayBody;
 use lab_resilience::classify::{error_response, response_code};
 use lab_resilience::hedge::{HedgeConfig, HedgeLayer};
 use lab_resilience::retry::{
-    AttemptCountLayer, BackoffConfig, BackoffKind, BudgetConfig, RequestCountLayer, RetryBudget,
-    RetryConfig, RetryLayer, RetryMetrics,
+    BackoffConfig, BackoffKind, BudgetConfig, CountLayer, RetryBudget, RetryConfig, RetryLayer,
+    RetryMetrics,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -50,14 +50,14 @@ struct Harness {
     metrics: RetryMetrics,
 }
 
-/// RequestCount -> Hedge -> AttemptCount -> mock.
+/// CountLayer::requests -> Hedge -> CountLayer::attempts -> mock.
 fn harness(config: &HedgeConfig, budget: Option<Arc<RetryBudget>>) -> Harness {
     let metrics = RetryMetrics::default();
     let (mock, handle) = mock::pair::<Req, Res>();
     let svc = ServiceBuilder::new()
-        .layer(RequestCountLayer::new(HOP, &metrics))
+        .layer(CountLayer::requests(HOP, &metrics))
         .layer(HedgeLayer::new(HOP, config, budget, &metrics))
-        .layer(AttemptCountLayer::new(HOP, &metrics))
+        .layer(CountLayer::attempts(HOP, &metrics))
         .service(mock);
     Harness {
         svc: tower::util::BoxCloneService::new(svc),
@@ -339,7 +339,7 @@ async fn hedge_and_retry_share_one_budget_and_one_deposit_per_call() {
     };
     let (mock, mut handle) = mock::pair::<Req, Res>();
     let svc = ServiceBuilder::new()
-        .layer(RequestCountLayer::new(HOP, &metrics))
+        .layer(CountLayer::requests(HOP, &metrics))
         .layer(HedgeLayer::new(
             HOP,
             &config(1),
@@ -347,7 +347,7 @@ async fn hedge_and_retry_share_one_budget_and_one_deposit_per_call() {
             &metrics,
         ))
         .layer(RetryLayer::new(HOP, &retry, Some(shared), &metrics))
-        .layer(AttemptCountLayer::new(HOP, &metrics))
+        .layer(CountLayer::attempts(HOP, &metrics))
         .service(mock);
     let call = tokio::spawn(svc.oneshot(request(READ)));
     let (_, first) = next_attempt(&mut handle).await;

@@ -13,8 +13,8 @@ use lab_resilience::classify::{error_response, response_code};
 use lab_resilience::config::CodeName;
 use lab_resilience::deadline::Deadline;
 use lab_resilience::retry::{
-    AttemptCountLayer, BackoffConfig, BackoffKind, BudgetConfig, Jitter, RequestCountLayer,
-    RetryBudget, RetryConfig, RetryLayer, RetryMetrics,
+    BackoffConfig, BackoffKind, BudgetConfig, CountLayer, Jitter, RetryBudget, RetryConfig,
+    RetryLayer, RetryMetrics,
 };
 use lab_resilience::shed::Shed;
 use tokio::task::JoinHandle;
@@ -42,7 +42,7 @@ fn config(max_attempts: u32, kind: BackoffKind, base_ms: u64) -> RetryConfig {
     }
 }
 
-/// RequestCount -> Retry -> AttemptCount -> mock, as in the client stack.
+/// CountLayer::requests -> Retry -> CountLayer::attempts -> mock, as in the client stack.
 struct Harness {
     svc: tower::util::BoxCloneService<Req, Res, BoxError>,
     handle: Handle<Req, Res>,
@@ -53,9 +53,9 @@ fn harness(config: &RetryConfig, budget: Option<Arc<RetryBudget>>) -> Harness {
     let metrics = RetryMetrics::default();
     let (mock, handle) = mock::pair::<Req, Res>();
     let svc = ServiceBuilder::new()
-        .layer(RequestCountLayer::new(HOP, &metrics))
+        .layer(CountLayer::requests(HOP, &metrics))
         .layer(RetryLayer::new(HOP, config, budget, &metrics).with_seed(7))
-        .layer(AttemptCountLayer::new(HOP, &metrics))
+        .layer(CountLayer::attempts(HOP, &metrics))
         .service(mock);
     Harness {
         svc: tower::util::BoxCloneService::new(svc),

@@ -16,8 +16,7 @@ use lab_resilience::BoxError;
 use lab_resilience::body::{BufferLayer, UnbufferLayer};
 use lab_resilience::hedge::{HedgeConfig, HedgeLayer};
 use lab_resilience::retry::{
-    AttemptCountLayer, BackoffConfig, BackoffKind, RequestCountLayer, RetryBudget, RetryConfig,
-    RetryLayer, RetryMetrics,
+    BackoffConfig, BackoffKind, CountLayer, RetryBudget, RetryConfig, RetryLayer, RetryMetrics,
 };
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -134,7 +133,7 @@ type Client = InventoryClient<
     BoxCloneService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, BoxError>,
 >;
 
-/// Buffer -> RequestCount -> [Hedge] -> Retry -> AttemptCount -> Unbuffer -> Channel.
+/// Buffer -> RequestCount -> [Hedge] -> Retry -> CountLayer::attempts -> Unbuffer -> Channel.
 fn client(
     channel: Channel,
     retry: &RetryConfig,
@@ -144,10 +143,10 @@ fn client(
     let budget = RetryBudget::for_hop(retry);
     let svc = ServiceBuilder::new()
         .layer(BufferLayer::new())
-        .layer(RequestCountLayer::new(HOP, metrics))
+        .layer(CountLayer::requests(HOP, metrics))
         .option_layer(hedge.map(|h| HedgeLayer::new(HOP, h, budget.clone(), metrics)))
         .layer(RetryLayer::new(HOP, retry, budget, metrics))
-        .layer(AttemptCountLayer::new(HOP, metrics))
+        .layer(CountLayer::attempts(HOP, metrics))
         .layer(UnbufferLayer::new())
         .service(channel);
     InventoryClient::new(BoxCloneService::new(svc))

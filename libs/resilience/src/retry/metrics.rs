@@ -1,13 +1,13 @@
 //! Client-side counters per hop, and the two layers that make retry amplification exact.
 //!
-//! [`RequestCountLayer`] sits outside the retry and hedge layers and counts logical calls
-//! (first attempts); [`AttemptCountLayer`] sits inside them and counts every attempt sent
+//! [`CountLayer::requests`] sits outside the retry and hedge layers and counts logical calls
+//! (first attempts); [`CountLayer::attempts`] sits inside them and counts every attempt sent
 //! (first attempts, retries and hedges). Per hop, amplification = attempts / requests.
 //!
 //! | family | counted |
 //! |---|---|
-//! | `resilience_client_requests_total{hop}` | logical calls ([`RequestCountLayer`]) |
-//! | `resilience_client_attempts_total{hop}` | attempts sent ([`AttemptCountLayer`]) |
+//! | `resilience_client_requests_total{hop}` | logical calls ([`CountLayer::requests`]) |
+//! | `resilience_client_attempts_total{hop}` | attempts sent ([`CountLayer::attempts`]) |
 //! | `resilience_retries_total{hop}` | retries decided ([`RetryLayer`](super::RetryLayer)) |
 //! | `resilience_retry_budget_exhausted_total{hop}` | retries or hedges refused for lack of budget |
 //! | `resilience_hedges_total{hop}` | hedges sent ([`HedgeLayer`](crate::hedge::HedgeLayer)) |
@@ -117,87 +117,48 @@ fn counter(family: &Family<HopLabels, Counter>, hop: &str) -> Counter {
         .clone()
 }
 
-/// Counts logical calls to a hop; goes outside the hedge and retry layers.
+/// Counts calls into a hop's counter. [`CountLayer::requests`] goes outside the hedge and
+/// retry layers (logical calls: amplification's denominator); [`CountLayer::attempts`]
+/// inside the retry layer (every attempt sent).
 #[derive(Clone, Debug)]
-pub struct RequestCountLayer {
+pub struct CountLayer {
     counter: Counter,
 }
 
-impl RequestCountLayer {
-    pub fn new(hop: &str, metrics: &RetryMetrics) -> Self {
+impl CountLayer {
+    /// Logical calls to `hop` (`resilience_client_requests_total`).
+    pub fn requests(hop: &str, metrics: &RetryMetrics) -> Self {
         Self {
             counter: metrics.requests_counter(hop),
         }
     }
-}
 
-impl<S> Layer<S> for RequestCountLayer {
-    type Service = RequestCount<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestCount {
-            inner,
-            counter: self.counter.clone(),
-        }
-    }
-}
-
-/// See [`RequestCountLayer`].
-#[derive(Clone, Debug)]
-pub struct RequestCount<S> {
-    inner: S,
-    counter: Counter,
-}
-
-impl<S, Req> Service<Req> for RequestCount<S>
-where
-    S: Service<Req>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        self.counter.inc();
-        self.inner.call(req)
-    }
-}
-
-/// Counts every attempt sent to a hop; goes inside the retry layer.
-#[derive(Clone, Debug)]
-pub struct AttemptCountLayer {
-    counter: Counter,
-}
-
-impl AttemptCountLayer {
-    pub fn new(hop: &str, metrics: &RetryMetrics) -> Self {
+    /// Attempts sent to `hop`, retries and hedges included (`resilience_client_attempts_total`).
+    pub fn attempts(hop: &str, metrics: &RetryMetrics) -> Self {
         Self {
             counter: metrics.attempts_counter(hop),
         }
     }
 }
 
-impl<S> Layer<S> for AttemptCountLayer {
-    type Service = AttemptCount<S>;
+impl<S> Layer<S> for CountLayer {
+    type Service = Count<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AttemptCount {
+        Count {
             inner,
             counter: self.counter.clone(),
         }
     }
 }
 
-/// See [`AttemptCountLayer`].
+/// See [`CountLayer`].
 #[derive(Clone, Debug)]
-pub struct AttemptCount<S> {
+pub struct Count<S> {
     inner: S,
     counter: Counter,
 }
 
-impl<S, Req> Service<Req> for AttemptCount<S>
+impl<S, Req> Service<Req> for Count<S>
 where
     S: Service<Req>,
 {

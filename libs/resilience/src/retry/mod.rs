@@ -64,9 +64,7 @@ pub mod policy;
 pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use layer::{Retry, RetryLayer};
-pub use metrics::{
-    AttemptCount, AttemptCountLayer, HopLabels, RequestCount, RequestCountLayer, RetryMetrics,
-};
+pub use metrics::{Count, CountLayer, HopLabels, RetryMetrics};
 pub use policy::RetryPolicy;
 
 /// The header that tells the server how many attempts of this call came before (gRFC A6).
