@@ -3,6 +3,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PROFILE_DIR := target/debug
 FRLAB := $(PROFILE_DIR)/frlab
+# Tools installed by `make tools` (scripts/install-tools.sh) come first on PATH.
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 
@@ -37,8 +39,8 @@ order: build ## Place one order through a running stack (see `make up`)
 	$(FRLAB) order
 
 .PHONY: tools
-tools: ## Install cargo-nextest if it is missing
-	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+tools: ## Install what the tests call (nextest, helm, k6, validators, prometheus, chromium) if missing
+	@scripts/install-tools.sh
 
 .PHONY: test
 test: tools ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
