@@ -20,6 +20,10 @@ pub struct LoadArgs {
     /// Gateway gRPC URL
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051")]
     pub gateway: String,
+    /// What each request calls: place-order (the workload) or health (the gateway's
+    /// grpc.health.v1 Check, almost free for the server: measures the generator itself)
+    #[arg(long, value_enum, default_value_t = super::Call::PlaceOrder)]
+    pub call: super::Call,
     /// Constant arrival rate in requests per second (same as --schedule constant:RPS)
     #[arg(long, value_name = "RPS", value_parser = parse_rate)]
     pub rate: Option<f64>,
@@ -85,6 +89,7 @@ impl LoadArgs {
             (None, None) => Schedule::Constant { rate: 1.0 },
         };
         let mut config = LoadConfig::new(&self.gateway, schedule, self.duration);
+        config.call = self.call;
         config.deadline = Duration::from_millis(self.deadline_ms);
         config.client_retries = self.client_retries;
         config.seed = self.seed;
@@ -104,8 +109,9 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
     let show_progress = !args.json && std::io::stderr().is_terminal();
     if !args.json {
         println!(
-            "load on {}: {} for {} s, keys {}-N",
+            "load on {}: {} {} for {} s, keys {}-N",
             config.gateway,
+            config.call,
             config.schedule,
             config.duration.as_secs_f64(),
             config.key_prefix

@@ -44,6 +44,9 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 pub use command::LoadArgs;
 pub use report::{LoadReport, Percentiles, SATURATED_LAG_P99_MS, SecondStats};
@@ -58,11 +61,33 @@ pub const MAX_REQUESTS: u64 = 50_000_000;
 /// but sku-10, a limited edition of 5 that a load run would sell out in its first second.
 const PRODUCTS: u32 = 9;
 
+/// What each logical request calls on the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Call {
+    /// `shop.v1.Gateway/PlaceOrder`: the real workload, through all five services.
+    #[default]
+    PlaceOrder,
+    /// `grpc.health.v1.Health/Check` on the gateway: costs the server almost nothing, so
+    /// the rate is limited by the generator (used to compare generators).
+    Health,
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Call::PlaceOrder => "place-order",
+            Call::Health => "health",
+        })
+    }
+}
+
 /// How one load run goes.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// Gateway gRPC URL, e.g. `http://127.0.0.1:50051`.
     pub gateway: String,
+    /// What each logical request calls.
+    pub call: Call,
     pub schedule: Schedule,
     /// How long the schedule issues requests; answers are awaited after it ends.
     pub duration: Duration,
@@ -86,6 +111,7 @@ impl LoadConfig {
     pub fn new(gateway: impl Into<String>, schedule: Schedule, duration: Duration) -> Self {
         Self {
             gateway: gateway.into(),
+            call: Call::PlaceOrder,
             schedule,
             duration,
             deadline: Duration::from_secs(1),
@@ -184,10 +210,20 @@ pub async fn run(config: LoadConfig, progress: impl FnMut(&Progress)) -> Result<
     // One channel for every request: HTTP/2 multiplexes them on one connection, as a
     // client library would, instead of measuring connection setup.
     let channel = lab_runtime::client::lazy_channel("--gateway", &config.gateway)?;
-    let target = GatewayTarget {
-        client: GatewayClient::new(channel),
-    };
-    Ok(drive(config, target, progress).await)
+    Ok(match config.call {
+        Call::PlaceOrder => {
+            let target = GatewayTarget {
+                client: GatewayClient::new(channel),
+            };
+            drive(config, target, progress).await
+        }
+        Call::Health => {
+            let target = HealthTarget {
+                client: HealthClient::new(channel),
+            };
+            drive(config, target, progress).await
+        }
+    })
 }
 
 /// Where the generator sends one attempt of a logical request. The gRPC gateway in real
@@ -227,6 +263,30 @@ impl Target for GatewayTarget {
     }
 }
 
+/// `grpc.health.v1.Health/Check` (the whole server) on the gateway; the order is unused.
+#[derive(Clone)]
+struct HealthTarget {
+    client: HealthClient<Channel>,
+}
+
+impl Target for HealthTarget {
+    async fn attempt(
+        &self,
+        _request: PlaceOrderRequest,
+        timeout: Duration,
+    ) -> Result<(), &'static str> {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        request.set_timeout(timeout);
+        match self.client.clone().check(request).await {
+            Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(_) => Err("NOT_SERVING"),
+            Err(status) => Err(crate::client::code_name(status.code())),
+        }
+    }
+}
+
 /// What the scheduler and the requests tell the recorder.
 enum Event {
     Scheduled {
@@ -246,6 +306,7 @@ pub(crate) async fn drive<T: Target>(
 ) -> LoadReport {
     let cpu_before = cpu_time();
     let spec = RunSpec {
+        call: config.call,
         schedule: config.schedule.to_string(),
         duration: config.duration,
         deadline: config.deadline,

@@ -20,6 +20,9 @@ const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
 /// each) unless they say attempts; `issued = succeeded + failed + dropped`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
+    /// What each request called, as `frlab load --call` takes it (`place-order`, `health`).
+    #[serde(default = "place_order")]
+    pub call: String,
     /// The schedule, as `frlab load --schedule` takes it.
     pub schedule: String,
     pub duration_s: f64,
@@ -125,8 +128,13 @@ impl LoadReport {
         let ms = |v: f64| format!("{v:.1} ms");
         let _ = writeln!(
             out,
-            "schedule  {} for {} s, deadline {} ms, client retries {}, seed {}",
-            self.schedule, self.duration_s, self.deadline_ms, self.client_retries, self.seed
+            "schedule  {} {} for {} s, deadline {} ms, client retries {}, seed {}",
+            self.call,
+            self.schedule,
+            self.duration_s,
+            self.deadline_ms,
+            self.client_retries,
+            self.seed
         );
         let _ = writeln!(
             out,
@@ -362,6 +370,7 @@ impl Recorder {
         };
         let lag_ms = percentiles(&self.lag);
         LoadReport {
+            call: spec.call.to_string(),
             schedule: spec.schedule.clone(),
             duration_s,
             deadline_ms: u64::try_from(spec.deadline.as_millis()).unwrap_or(u64::MAX),
@@ -389,11 +398,16 @@ impl Recorder {
 
 /// What the report repeats of the run's configuration.
 pub(crate) struct RunSpec {
+    pub call: super::Call,
     pub schedule: String,
     pub duration: Duration,
     pub deadline: Duration,
     pub client_retries: u32,
     pub seed: u64,
+}
+
+fn place_order() -> String {
+    super::Call::PlaceOrder.to_string()
 }
 
 /// The 95th percentile (nearest rank) of microsecond values, in milliseconds.
@@ -413,6 +427,7 @@ mod tests {
 
     fn spec() -> RunSpec {
         RunSpec {
+            call: crate::load::Call::PlaceOrder,
             schedule: "constant:2".into(),
             duration: Duration::from_secs(2),
             deadline: Duration::from_secs(1),
