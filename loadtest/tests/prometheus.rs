@@ -532,6 +532,25 @@ impl PrometheusGuard {
         PrometheusGuard { child, addr, log }
     }
 
+    /// Waits for `/-/ready`; fails at once if the process exits (a bad config, a taken port).
+    fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", self.log());
+            }
+            if matches!(self.get("/-/ready"), Ok((200, _))) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "prometheus not ready after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -656,11 +675,9 @@ async fn real_prometheus_counts_what_the_load_generator_sent() {
     let config = write_config(dir.path(), &static_config(&targets, "1s"));
     let data = dir.path().join("tsdb");
     std::fs::create_dir_all(&data).unwrap();
-    let prom = PrometheusGuard::start(&config, &data, dir.path().join("prometheus.log"));
+    let mut prom = PrometheusGuard::start(&config, &data, dir.path().join("prometheus.log"));
 
-    prom.wait_for("prometheus /-/ready", Duration::from_secs(30), || {
-        matches!(prom.get("/-/ready"), Ok((200, _))).then_some(())
-    });
+    prom.wait_ready(Duration::from_secs(30));
     // Every kept target scraped and up before the load starts.
     let kept = prom.wait_for("five targets up", Duration::from_secs(20), || {
         let t = prom.api("/api/v1/targets");
