@@ -54,6 +54,65 @@ bench: ## Benchmarks, printed as ratios to bare tonic measured in the same run
 .PHONY: crds
 crds: ## Regenerate k8s/crds/faultinjection.yaml from the Rust type (a test checks it is current)
 	$(CARGO) run -q -p chaos-controller --bin crdgen > k8s/crds/faultinjection.yaml
+	cp k8s/crds/faultinjection.yaml helm/frlab/crds/faultinjection.yaml
+
+# ---- Kubernetes (kind): README "Kubernetes (kind)". Needs docker and kind besides make tools.
+KIND_CLUSTER ?= frlab
+K8S_NAMESPACE ?= frlab
+RELEASE ?= frlab
+IMAGE_REPO ?= frlab
+IMAGE_TAG ?= dev
+PROFILE ?= f-full
+SCENARIO ?= payment-errors
+export K8S_NAMESPACE RELEASE IMAGE_REPO IMAGE_TAG
+
+.PHONY: chart-schema
+chart-schema: ## Regenerate helm/frlab/values.schema.json from lab_values::Values (a test checks it is current)
+	$(CARGO) run -q -p lab-values --bin valuesgen > helm/frlab/values.schema.json
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster (k8s/kind.yaml, node image pinned)
+	kind create cluster --name $(KIND_CLUSTER) --config k8s/kind.yaml
+
+.PHONY: images
+images: ## Build the frlab image (every binary, distroless, non-root) with docker
+	docker build -t $(IMAGE_REPO):$(IMAGE_TAG) .
+
+.PHONY: kind-load
+kind-load: ## Load the frlab image into the kind cluster
+	kind load docker-image --name $(KIND_CLUSTER) $(IMAGE_REPO):$(IMAGE_TAG)
+
+.PHONY: deploy
+deploy: ## Install or upgrade the chart with PROFILE=<name> (helm/profiles/<name>.yaml)
+	@test -f helm/profiles/$(PROFILE).yaml || { echo "no helm/profiles/$(PROFILE).yaml (see helm/profiles/)"; exit 2; }
+	helm upgrade --install $(RELEASE) helm/frlab --namespace $(K8S_NAMESPACE) --create-namespace \
+		-f helm/profiles/$(PROFILE).yaml --set profileName=$(PROFILE) \
+		--set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
+
+.PHONY: chaos
+chaos: ## Apply fault scenario SCENARIO=<name> (k8s/chaos/<name>.yaml) on the cluster
+	@test -f k8s/chaos/$(SCENARIO).yaml || { echo "no k8s/chaos/$(SCENARIO).yaml (see k8s/chaos/)"; exit 2; }
+	kubectl --namespace $(K8S_NAMESPACE) apply -f k8s/chaos/$(SCENARIO).yaml
+
+.PHONY: chaos-clear
+chaos-clear: ## Delete every FaultInjection (the controller clears the faults first)
+	kubectl --namespace $(K8S_NAMESPACE) delete faultinjections --all --wait=true --timeout=120s
+
+.PHONY: loadtest
+loadtest: ## frlab load as a Job in the cluster (RATE=50 DURATION=60s CLIENT_RETRIES=0); prints its JSON report
+	k8s/loadtest.sh
+
+.PHONY: experiment-k8s
+experiment-k8s: ## One PROFILE x SCENARIO on the cluster; success rate, amplification from Prometheus
+	k8s/experiment-k8s.sh $(PROFILE) $(SCENARIO)
+
+.PHONY: dashboards
+dashboards: ## Port-forward Grafana :3000, Prometheus :9090, Jaeger :16686 until ctrl-c
+	k8s/dashboards.sh
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors

@@ -61,7 +61,7 @@ use crate::deadline::grpc_timeout::header_timeout;
 pub const MAX_LIMIT: u32 = 1_000_000;
 
 /// `adaptive:` in a profile's server policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
     #[serde(default = "default_initial")]

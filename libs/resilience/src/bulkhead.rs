@@ -44,7 +44,7 @@ pub const MAX_CONCURRENT: u32 = 100_000;
 pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// `bulkhead:` in a profile.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkheadConfig {
     /// Calls in flight to this downstream at most.

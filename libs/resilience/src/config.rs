@@ -110,6 +110,22 @@ impl Serialize for CodeName {
     }
 }
 
+/// In a schema: one of the canonical names, as [`CodeName`]'s `Deserialize` accepts them.
+impl schemars::JsonSchema for CodeName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GrpcCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = CODE_NAMES.iter().map(|(n, _)| *n).collect();
+        schemars::json_schema!({
+            "description": "A gRPC status code by its canonical name",
+            "type": "string",
+            "enum": names,
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for CodeName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
@@ -127,7 +143,7 @@ impl<'de> Deserialize<'de> for CodeName {
 }
 
 /// What a client does on one hop.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientPolicy {
     #[serde(default)]
@@ -146,7 +162,7 @@ pub struct ClientPolicy {
 
 /// A hop's changes to [`ClientPolicy`]: a block that is given replaces the default's; a
 /// block given as `null` switches it off.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientOverride {
     #[serde(default)]
@@ -180,7 +196,7 @@ pub struct ClientOverride {
 }
 
 /// What a server does with incoming calls.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerPolicy {
     #[serde(default)]
@@ -192,7 +208,7 @@ pub struct ServerPolicy {
 }
 
 /// A service's changes to [`ServerPolicy`], by the same rule as [`ClientOverride`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerOverride {
     #[serde(default)]
@@ -232,7 +248,7 @@ pub const SERVICES: [&str; 5] = [
 ];
 
 /// The `resilience:` key of a profile file.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// One line on what the profile adds, for reports.
@@ -241,10 +257,12 @@ pub struct Profile {
     #[serde(default)]
     pub client: ClientPolicy,
     #[serde(default)]
+    #[schemars(extend("propertyNames" = { "enum": HOPS }))]
     pub hops: BTreeMap<String, ClientOverride>,
     #[serde(default)]
     pub server: ServerPolicy,
     #[serde(default)]
+    #[schemars(extend("propertyNames" = { "enum": SERVICES }))]
     pub services: BTreeMap<String, ServerOverride>,
     #[serde(default)]
     pub idempotency: IdempotencyConfig,

@@ -55,7 +55,7 @@ use crate::deadline::Deadline;
 use crate::retry::{PREVIOUS_RPC_ATTEMPTS, RetryBudget, RetryMetrics};
 
 /// `hedge:` in a client policy. Applies to the methods named in `methods` (reads).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HedgeConfig {
     /// Send a second attempt when the first has not answered after this long.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 
 /// `idempotency:` in a profile.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencyConfig {
     #[serde(default)]

@@ -43,7 +43,7 @@ pub const MAX_IN_FLIGHT: u32 = 1_000_000;
 pub const MAX_PUSHBACK_MS: u64 = 60_000;
 
 /// `shed:` in a profile's server policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShedConfig {
     /// Requests in flight at most; more are refused with RESOURCE_EXHAUSTED.

@@ -84,7 +84,7 @@ pub use service::{BreakerService, ResponseFuture};
 /// `breaker:` in a profile. A breaker trips on `consecutive_failures`, or on
 /// `failure_rate` / `slow_call_rate` over a rolling window of `window_ms` (in `buckets`
 /// buckets) once it saw `min_calls`; any of the three that is set can trip it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Trip after this many failures in a row (None: not used).
@@ -123,7 +123,7 @@ pub struct BreakerConfig {
     pub probe_timeout_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenBackoff {
     pub multiplier: f64,

@@ -70,7 +70,7 @@ pub use server::{SERVER_MARGIN, ServerDeadline, ServerDeadlineLayer};
 pub const MAX_MS: u64 = 3_600_000;
 
 /// `timeout:` in a client policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// Each attempt gets at most this long.
@@ -84,7 +84,7 @@ impl TimeoutConfig {
 }
 
 /// `deadline:` in a client policy.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadlineConfig {
     /// Send what is left of the incoming deadline on outgoing calls.
@@ -105,7 +105,7 @@ impl DeadlineConfig {
 }
 
 /// `deadline:` in a server policy.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerDeadlineConfig {
     /// Refuse work whose deadline has already passed (DEADLINE_EXCEEDED) before doing it.

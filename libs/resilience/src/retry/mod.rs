@@ -74,7 +74,7 @@ pub const PREVIOUS_RPC_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 pub const MAX_ATTEMPTS: u32 = 10;
 
 /// `retry:` in a client policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included (1: no retries).
@@ -97,7 +97,7 @@ pub struct RetryConfig {
     pub min_attempt_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffConfig {
     #[serde(default)]
@@ -110,7 +110,9 @@ pub struct BackoffConfig {
     pub jitter: Jitter,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BackoffKind {
     #[default]
@@ -119,7 +121,9 @@ pub enum BackoffKind {
     Exponential,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Jitter {
     #[default]
@@ -129,7 +133,7 @@ pub enum Jitter {
 }
 
 /// Retries may add at most `ratio` of recent requests, plus `min_per_second`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub ratio: f64,
