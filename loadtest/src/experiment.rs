@@ -437,8 +437,15 @@ async fn measure(
     config.client_retries = def.client_retries;
     config.seed = seed;
     config.key_prefix = format!("t{trial}-{seed}");
+    // Breaker states are sampled while the load runs (the crash scenarios restart a
+    // process: its scrapes fail for a moment and are skipped).
+    let http: Vec<std::net::SocketAddr> = stack.endpoints().iter().map(|e| e.http).collect();
+    let (stop_sampling, sampling) = tokio::sync::oneshot::channel::<()>();
+    let sampler = tokio::spawn(sample_breakers(http, sampling));
     let (report, injected) =
         tokio::join!(load::run(config, |_| {}), inject(plan, stack, def, seed));
+    let _ = stop_sampling.send(());
+    let breaker_samples = sampler.await.unwrap_or_default();
     let report = report.context("measured load")?;
     injected.context("injecting the fault")?;
 
@@ -458,9 +465,43 @@ async fn measure(
         })
         .collect();
     cpu_s.insert("frlab".into(), report.generator_cpu_s);
-    Ok(trial_from(
-        plan, def, trial, seed, &report, &deltas, &audits, cpu_s,
-    ))
+    let mut trial = trial_from(plan, def, trial, seed, &report, &deltas, &audits, cpu_s);
+    trial.breaker.time_open_s = Some(metrics::time_not_closed(
+        &breaker_samples,
+        measured.as_secs_f64(),
+    ));
+    Ok(trial)
+}
+
+/// How often the breaker states are sampled during the measured load.
+const BREAKER_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// Samples whether any breaker is not closed (open or half-open) on any service, every
+/// [`BREAKER_SAMPLE_EVERY`], until `stop`: `(seconds since start, any not closed)`.
+async fn sample_breakers(
+    http: Vec<std::net::SocketAddr>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<(f64, bool)> {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(BREAKER_SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return samples,
+            _ = tick.tick() => {}
+        }
+        let at = start.elapsed().as_secs_f64();
+        let mut open = false;
+        for addr in &http {
+            if let Ok((200, body)) = lab_runtime::client::http_get(*addr, "/metrics").await
+                && let Ok(parsed) = metrics::parse_prometheus(&body)
+            {
+                open |= metrics::any_breaker_not_closed(&parsed);
+            }
+        }
+        samples.push((at, open));
+    }
 }
 
 /// Every number of one trial, from what was measured.

@@ -379,6 +379,28 @@ pub fn breaker_opens(deltas: &[Sample]) -> u64 {
     .round() as u64
 }
 
+/// Whether any breaker in a scrape is not closed: `resilience_breaker_state` is 1 (open)
+/// or 2 (half-open) for some service and hop.
+pub fn any_breaker_not_closed(samples: &[Sample]) -> bool {
+    samples
+        .iter()
+        .any(|s| s.name == "resilience_breaker_state" && s.value != 0.0)
+}
+
+/// Seconds with at least one breaker not closed, from samples `(seconds since start, any
+/// not closed)` taken in time order, up to `end` seconds: each sample's state holds until
+/// the next sample (or `end`). Before the first sample counts as closed.
+pub fn time_not_closed(samples: &[(f64, bool)], end: f64) -> f64 {
+    let mut total = 0.0;
+    for (i, &(at, open)) in samples.iter().enumerate() {
+        let until = samples.get(i + 1).map_or(end, |next| next.0).min(end);
+        if open && until > at {
+            total += until - at;
+        }
+    }
+    total
+}
+
 /// Calls refused by an admission pattern, over every service and hop.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejections {
@@ -920,6 +942,30 @@ rpc_server_requests_total{service="payments",method="/shop.v1.Payments/GetCharge
         assert_eq!(a.counts["payments"].attempts_received, 520.0);
         let none = Amplification::from_samples(&all, 0);
         assert_eq!((none.end_to_end, none.client), (None, None));
+    }
+
+    #[test]
+    fn time_not_closed_integrates_each_sample_until_the_next() {
+        // closed 0-1, open 1-2.5, closed 2.5-3, open 3-end(4).
+        let samples = [(0.0, false), (1.0, true), (2.5, false), (3.0, true)];
+        assert!((time_not_closed(&samples, 4.0) - 2.5).abs() < 1e-9);
+        // Samples past the end count up to the end only.
+        assert!((time_not_closed(&samples, 2.0) - 1.0).abs() < 1e-9);
+        assert_eq!(time_not_closed(&[], 10.0), 0.0);
+        assert_eq!(time_not_closed(&[(0.0, false), (5.0, false)], 10.0), 0.0);
+    }
+
+    #[test]
+    fn any_breaker_not_closed_reads_the_state_gauge() {
+        let closed = parse_prometheus(
+            "resilience_breaker_state{service=\"orders\",hop=\"payments\"} 0\nresilience_breaker_transitions_total{hop=\"payments\",from=\"closed\",to=\"open\"} 3\n",
+        )
+        .unwrap();
+        assert!(!any_breaker_not_closed(&closed));
+        let half_open =
+            parse_prometheus("resilience_breaker_state{service=\"orders\",hop=\"inventory\"} 2\n")
+                .unwrap();
+        assert!(any_breaker_not_closed(&half_open));
     }
 
     #[test]

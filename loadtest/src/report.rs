@@ -219,7 +219,8 @@ pub struct Latency {
 pub struct Breaker {
     /// Transitions to open over every service and hop ([`metrics::breaker_opens`]).
     pub opens: u64,
-    /// Seconds any breaker was open; `None` when it was not measured.
+    /// Seconds of the measured load with at least one breaker not closed (open or
+    /// half-open), sampled every 250 ms; `None` when it was not measured.
     pub time_open_s: Option<f64>,
 }
 

@@ -1,6 +1,7 @@
 //! A short real experiment (seconds per cell, real processes): naive retries amplify load
 //! at payments while the baseline does not; the full profile leaves no duplicate charge and
-//! no lost event under a retry storm; the report files are written and parse back.
+//! no lost event under a retry storm; breakers open under an outage and their time open is
+//! sampled; the report files are written and parse back.
 
 use std::time::Duration;
 
@@ -105,4 +106,18 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
     assert_eq!(f.lost_events, 0, "every confirmed order was delivered");
     // The load generator retries only what failed; f-full's own retries may leave it little.
     assert!(f.amplification.client.unwrap() >= 1.0);
+
+    // Breakers under an outage: they open, and the sampled time open is in the report.
+    let out = dir.path().join("outage");
+    let plan = short_plan(&["d-breakers"], &["payment_outage"]);
+    let run3 = run(&plan, &Backend::default(), &out, "test")
+        .await
+        .expect("run");
+    let d = cell(&run3, "d-breakers");
+    assert!(d.breaker.opens >= 1, "{:?}", d.breaker);
+    let open_s = d.breaker.time_open_s.expect("time open sampled");
+    assert!(
+        open_s > 0.0 && open_s <= 10.0,
+        "some of the 10 s measured load, not more: {open_s}"
+    );
 }
