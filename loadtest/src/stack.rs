@@ -91,6 +91,9 @@ pub struct StackOptions {
     pub ready_timeout: Duration,
     /// Each service's stderr goes to `<dir>/<service>.log`; inherited when unset.
     pub log_dir: Option<PathBuf>,
+    /// Environment variables set for every service (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// the services also inherit frlab's own environment, less [`SERVICE_ENV`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -109,6 +112,7 @@ impl StackOptions {
             extra_args: HashMap::new(),
             ready_timeout: Duration::from_secs(30),
             log_dir: None,
+            env: Vec::new(),
         }
     }
 
@@ -244,6 +248,7 @@ impl LocalStack {
                     .as_ref()
                     .map(|d| d.join(format!("{service}.log"))),
                 env_remove: SERVICE_ENV,
+                env: stack.opts.env.clone(),
             };
             let listen = with_listen(&launch, grpc, http, 0);
             let timeout = stack.opts.ready_timeout;

@@ -19,6 +19,10 @@
 //! 11. `AttemptTimeoutLayer` — per-attempt timer and the outgoing `grpc-timeout` (what is left).
 //! 12. `UnbufferLayer` — back to tonic's body type for the channel.
 //!
+//! The `inner` service is the channel; lab-runtime wraps it in its client trace service
+//! (`lab_runtime::telemetry::grpc::ClientTrace`) when traces are exported, so each attempt
+//! a retry or hedge sends gets a span and a `traceparent` of its own.
+//!
 //! Server, outermost first (after the runtime's request counter, which counts every arrival):
 //! `StatusLayer`; shed (cheapest refusal first); the server deadline (refuse expired work;
 //! make the deadline visible to the handler's own downstream calls); the adaptive limit

@@ -25,6 +25,7 @@ use lab_resilience::stack::{HopService, ServerStack};
 use crate::metrics::{ServerMetrics, ServerMetricsLayer};
 use crate::shutdown::Shutdown;
 use crate::state::StateBoard;
+use crate::telemetry::grpc::{ClientTrace, ServerTraceLayer};
 
 /// Largest request a service decodes; larger ones are refused with OUT_OF_RANGE by tonic.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -172,6 +173,8 @@ impl ServiceHost {
         url: &str,
     ) -> Result<HopService, crate::client::BadUrl> {
         let channel = crate::client::lazy_channel(flag, url)?;
+        // Innermost, below retries and hedges: one span and one `traceparent` per attempt.
+        let channel = ClientTrace::new(hop, channel);
         let stack =
             lab_resilience::stack::client_stack(self.profile(), hop, &self.resilience, channel);
         let state = stack.state.clone();
@@ -294,6 +297,9 @@ impl ServiceHost {
             .tcp_nodelay(true)
             // Outermost: every arrival is counted before any refusal.
             .layer(ServerMetricsLayer::new(self.server_metrics.clone()))
+            // Next: the RPC's span (parent from the incoming `traceparent`) covers every
+            // refusal below and the handler, whose downstream calls become its children.
+            .layer(ServerTraceLayer::new(self.name))
             .layer(server_stack)
             // Innermost: faults act where the service's own code would fail.
             .layer(FaultLayer::new(

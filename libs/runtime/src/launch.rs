@@ -1,5 +1,6 @@
-//! The body of every service's `main.rs`: parse flags, set up logging, bind, print the
-//! ready line, run until ctrl-c or SIGTERM, and exit 0 after draining.
+//! The body of every service's `main.rs`: parse flags, set up logging (and trace export,
+//! see [`crate::telemetry`]), bind, print the ready line, run until ctrl-c or SIGTERM, and
+//! exit 0 after draining and flushing the last spans.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -48,7 +49,6 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let config = C::parse();
-    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,39 +60,61 @@ where
         }
     };
     runtime.block_on(async move {
-        let common = config.common();
-        let grpc = common.grpc_addr(C::GRPC_PORT);
-        let http = common.http_addr(C::HTTP_PORT);
-        let admin = common.admin_addr(C::GRPC_PORT);
-        let mut bound = match Bound::bind(grpc, http, admin).await {
-            Ok(b) => b,
+        // Logging, plus trace export when OTEL_EXPORTER_OTLP_ENDPOINT is set (the exporter
+        // needs the runtime, so this runs inside it).
+        let telemetry = match crate::telemetry::init(C::NAME) {
+            Ok(t) => t,
             Err(e) => {
-                eprintln!(
-                    "{}: cannot bind gRPC {grpc} / HTTP {http} / admin {admin}: {e}",
-                    C::NAME
-                );
+                eprintln!("{}: {e}", C::NAME);
                 return ExitCode::FAILURE;
             }
         };
-        bound.announce_ready = true;
-        let shutdown = Shutdown::new();
-        tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                termination_signal().await;
-                tracing::info!("shutdown requested: draining");
-                shutdown.trigger();
-            }
-        });
-        match run(bound, config, shutdown).await {
-            Ok(()) => {
-                tracing::info!("stopped cleanly");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e:#}", C::NAME);
-                ExitCode::FAILURE
-            }
+        let code = serve::<C, F, Fut>(config, run).await;
+        if let Some(telemetry) = telemetry {
+            telemetry.shutdown().await;
         }
+        code
     })
+}
+
+async fn serve<C, F, Fut>(config: C, run: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(Bound, C, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let common = config.common();
+    let grpc = common.grpc_addr(C::GRPC_PORT);
+    let http = common.http_addr(C::HTTP_PORT);
+    let admin = common.admin_addr(C::GRPC_PORT);
+    let mut bound = match Bound::bind(grpc, http, admin).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "{}: cannot bind gRPC {grpc} / HTTP {http} / admin {admin}: {e}",
+                C::NAME
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    bound.announce_ready = true;
+    let shutdown = Shutdown::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            termination_signal().await;
+            tracing::info!("shutdown requested: draining");
+            shutdown.trigger();
+        }
+    });
+    match run(bound, config, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e:#}", C::NAME);
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -17,6 +17,8 @@
 //! - [`audit`]: `lab.v1.Audit/Snapshot` answers built from SQL.
 //! - [`client`]: lazily connected channels to a downstream.
 //! - [`errors`]: internal failures mapped to deliberate gRPC codes.
+//! - [`telemetry`]: OTLP trace export and W3C trace context across gRPC hops, when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 pub mod audit;
 pub mod client;
@@ -28,6 +30,7 @@ pub mod launch;
 pub mod metrics;
 pub mod shutdown;
 pub mod state;
+pub mod telemetry;
 pub mod testing;
 pub mod validate;
 

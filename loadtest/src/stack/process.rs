@@ -59,6 +59,8 @@ pub struct Launch {
     pub log: Option<PathBuf>,
     /// Variables not to pass on: the flags say it all, the environment must not add to it.
     pub env_remove: &'static [&'static str],
+    /// Variables set for this child only (after `env_remove`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Spawns `launch` and waits up to `timeout` for its ready line. Fails early, quoting the
@@ -74,6 +76,7 @@ pub async fn spawn_ready(
     for var in launch.env_remove {
         cmd.env_remove(var);
     }
+    cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
     cmd.args(&launch.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -349,6 +352,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec![path.into()],
             env_remove: &[],
+            env: Vec::new(),
             log: Some(dir.join(format!("{name}.log"))),
         }
     }

@@ -5,6 +5,9 @@
 //! creation order and marks each delivered after Notifications answered OK. A crash between
 //! the two means a second delivery, which Notifications deduplicates by event id: the side
 //! effect still happens once.
+//!
+//! With traces on, each row carries the `traceparent` of the order request that wrote it,
+//! and each delivery attempt is an `outbox deliver` span under that request's span.
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use lab_store::Db;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use sqlx::Row;
+use tracing::Instrument;
 
 use crate::sql;
 
@@ -81,6 +85,8 @@ impl Relay {
         let mut delivered = 0;
         for row in rows {
             let event_id: String = row.try_get("event_id")?;
+            let traceparent: Option<String> = row.try_get("traceparent")?;
+            let span = delivery_span(&event_id, traceparent.as_deref());
             let mut request = tonic::Request::new(DeliverRequest {
                 event_id: event_id.clone(),
                 order_id: row.try_get("order_id")?,
@@ -89,7 +95,13 @@ impl Relay {
             });
             request.set_timeout(DELIVER_TIMEOUT);
             let outcome =
-                tokio::time::timeout(DELIVER_TIMEOUT, self.notifications.deliver(request)).await;
+                tokio::time::timeout(DELIVER_TIMEOUT, self.notifications.deliver(request))
+                    .instrument(span.clone())
+                    .await;
+            if let Ok(Err(status)) = &outcome {
+                span.record("otel.status_code", "error");
+                span.record("error.message", status.message());
+            }
             match outcome {
                 Ok(Ok(_)) => {
                     sqlx::query(sql::MARK_DELIVERED)
@@ -118,4 +130,25 @@ impl Relay {
         }
         Ok(delivered)
     }
+}
+
+/// The span of one delivery attempt, a child of the order request that wrote the event
+/// (its stored `traceparent`), so the order's trace reaches Notifications. No span when
+/// traces are off.
+fn delivery_span(event_id: &str, traceparent: Option<&str>) -> tracing::Span {
+    if !lab_runtime::telemetry::active() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "outbox.deliver",
+        otel.name = "outbox deliver",
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        error.message = tracing::field::Empty,
+        lab.service = "orders",
+        lab.event_id = event_id,
+    );
+    lab_runtime::telemetry::set_parent_from_traceparent(&span, traceparent);
+    span
 }

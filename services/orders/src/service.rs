@@ -238,6 +238,8 @@ impl OrdersService {
                 .bind(&event.kind)
                 .bind(&event.payload_json)
                 .bind(confirmed_at)
+                // This handler's span: the relay's delivery becomes its child.
+                .bind(lab_runtime::telemetry::current_traceparent())
                 .execute(&mut *tx)
                 .await
                 .map_err(errors::db)?;

@@ -2,10 +2,11 @@
 
 use lab_store::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration::common(
-    1,
-    "orders and outbox",
-    "CREATE TABLE orders (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::common(
+        1,
+        "orders and outbox",
+        "CREATE TABLE orders (
         order_id TEXT PRIMARY KEY,
         idempotency_key TEXT NOT NULL,
         customer_id TEXT NOT NULL,
@@ -30,7 +31,15 @@ pub const MIGRATIONS: &[Migration] = &[Migration::common(
         last_error TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX outbox_pending ON outbox (delivered_at_ms, created_at_ms);",
-)];
+    ),
+    // The W3C traceparent of the request that wrote the event (NULL when traces are off),
+    // so the relay's delivery continues the order's trace.
+    Migration::common(
+        2,
+        "outbox traceparent",
+        "ALTER TABLE outbox ADD COLUMN traceparent TEXT",
+    ),
+];
 
 pub const INSERT_ORDER: &str = "INSERT INTO orders
     (order_id, idempotency_key, customer_id, items_json, status, created_at_ms, updated_at_ms)
@@ -41,12 +50,13 @@ pub const FAIL_ORDER: &str =
 pub const CONFIRM_ORDER: &str = "UPDATE orders SET status = 'CONFIRMED', total_minor = $2, currency = $3, charge_id = $4, updated_at_ms = $5
     WHERE order_id = $1";
 pub const INSERT_OUTBOX: &str =
-    "INSERT INTO outbox (event_id, order_id, kind, payload_json, created_at_ms)
-    VALUES ($1, $2, $3, $4, $5)";
+    "INSERT INTO outbox (event_id, order_id, kind, payload_json, created_at_ms, traceparent)
+    VALUES ($1, $2, $3, $4, $5, $6)";
 pub const GET_ORDER: &str =
     "SELECT order_id, idempotency_key, customer_id, items_json, total_minor, currency,
     status, failure_reason, charge_id, created_at_ms FROM orders WHERE order_id = $1";
-pub const PENDING_EVENTS: &str = "SELECT event_id, order_id, kind, payload_json FROM outbox
+pub const PENDING_EVENTS: &str =
+    "SELECT event_id, order_id, kind, payload_json, traceparent FROM outbox
     WHERE delivered_at_ms IS NULL ORDER BY created_at_ms, event_id LIMIT $1";
 pub const MARK_DELIVERED: &str =
     "UPDATE outbox SET delivered_at_ms = $2, attempts = attempts + 1 WHERE event_id = $1";
