@@ -123,7 +123,8 @@ impl Traffic {
     pub async fn place(&self, origin: Origin) -> LogEntry {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let key = format!("console-{}", uuid::Uuid::new_v4());
-        let product = format!("sku-{}", rand::random_range(1..=10u32));
+        // sku-10 has only 5 in stock: the console would soon see it run out, not a fault.
+        let product = format!("sku-{}", rand::random_range(1..=9u32));
         let request = PlaceOrderRequest {
             idempotency_key: key.clone(),
             customer_id: "console".into(),
