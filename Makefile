@@ -38,6 +38,10 @@ up: build ## Start the local stack and keep it running until ctrl-c
 order: build ## Place one order through a running stack (see `make up`)
 	$(FRLAB) order
 
+.PHONY: console
+console: build ## Serve the live console of a running stack (`make up`) at http://127.0.0.1:8080
+	$(FRLAB) console
+
 .PHONY: tools
 tools: ## Install what the tests call (nextest, helm, k6, validators, prometheus, chromium) if missing
 	@scripts/install-tools.sh

@@ -90,13 +90,19 @@ pub fn load_documents(file: &Path) -> Result<Vec<FaultInjection>> {
     Ok(docs)
 }
 
-fn admin_client(
-    endpoint: &Endpoint,
-    token: Option<&str>,
-) -> Result<FaultsClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>> {
+fn admin_client(endpoint: &Endpoint, token: Option<&str>) -> Result<AdminClient> {
     let admin = endpoint
         .admin
         .with_context(|| format!("{} has no admin port in the stack file", endpoint.service))?;
+    faults_client(&admin.to_string(), token)
+}
+
+/// A `lab.v1.Faults` client of an admin port.
+pub type AdminClient = FaultsClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
+/// A `lab.v1.Faults` client of the admin port at `admin` (`host:port`), sending `token` as
+/// a bearer token when given. Connects lazily.
+pub fn faults_client(admin: &str, token: Option<&str>) -> Result<AdminClient> {
     let channel = lab_runtime::client::lazy_channel("--stack", &format!("http://{admin}"))?;
     let header = token
         .map(|t| format!("Bearer {t}").parse())

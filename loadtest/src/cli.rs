@@ -73,6 +73,19 @@ pub enum Command {
         /// The run's directory, e.g. results/20261127190500
         dir: PathBuf,
     },
+    /// Serve the live web console of a running stack (http://127.0.0.1:8080): services,
+    /// breakers, totals, controls to send orders and inject faults, a request log
+    #[command(
+        long_about = "Serve the live web console of a running stack: the five \
+        services and the edges between them with each circuit breaker's state machine, \
+        bulkhead use and retries per second; live totals and sparklines; controls to send \
+        orders (one, a burst, a steady load) and to inject or clear faults on payments and \
+        inventory; the log of the console's last orders. It reads the endpoints from \
+        --stack (written by `frlab up`; `frlab up` also starts a console itself) and polls \
+        every service's /state and /metrics twice a second. The page is built into the \
+        binary and works offline. Prints `console listening on URL` once it listens."
+    )]
+    Console(crate::console::ConsoleArgs),
     /// Drive PlaceOrder with an open-loop schedule and report success rate, goodput and
     /// latency (from each request's intended send time)
     #[command(long_about = crate::load::command::LONG_ABOUT)]
@@ -135,6 +148,13 @@ pub struct UpArgs {
     /// Where the services keep their SQLite files; logs go to DIR/logs/
     #[arg(long, value_name = "DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Serve the live console (see `frlab console`) on this address. If it cannot listen
+    /// there (e.g. the port is taken), frlab warns and runs the stack without it
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub console: std::net::SocketAddr,
+    /// Do not start the console
+    #[arg(long, conflicts_with = "console")]
+    pub no_console: bool,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +232,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Load(args) => crate::load::command::run(args).await,
+        Command::Console(args) => crate::console::run(args).await,
     }
 }
 
@@ -242,6 +263,23 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         serde_json::to_string_pretty(stack.endpoints())?,
     )
     .with_context(|| format!("writing {}", stack_file.display()))?;
+    let console = if args.no_console {
+        None
+    } else {
+        match crate::console::start_in_background(args.console, stack.endpoints()).await {
+            Ok((addr, task)) => {
+                println!("\n{}http://{addr}", crate::console::READY_PREFIX);
+                Some(task)
+            }
+            Err(e) => {
+                eprintln!(
+                    "\nwarning: {e:#}; the stack runs without its console (pick another \
+                     address with --console ADDR, or run `frlab console --listen ADDR` later)"
+                );
+                None
+            }
+        }
+    };
     let gateway = stack.gateway_url();
     let grpc = gateway.trim_start_matches("http://");
     println!(
@@ -263,6 +301,10 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
             ExitCode::FAILURE
         }
     };
+    // The console stops first: it would only report the services going away.
+    if let Some(task) = console {
+        task.abort();
+    }
     // A second ctrl-c while draining: give up waiting, dropping the stack SIGKILLs the rest.
     let outcomes = tokio::select! {
         outcomes = stack.stop_each() => outcomes,

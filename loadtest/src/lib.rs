@@ -5,6 +5,7 @@
 //!   ([`stack::LocalStack`]), kills and restarts them, stops them in order.
 //! - [`client`]: the gRPC calls the commands make (PlaceOrder, Audit snapshots) and how
 //!   their answers are printed.
+//! - [`console`]: `frlab console`, the live web console (SSE snapshots, controls, request log).
 //! - [`chaos`]: `frlab chaos apply|clear|ls` through the services' admin ports.
 //! - [`profile`]: `frlab profile check|show|list`.
 //! - [`load`]: the open-loop load generator (`frlab load`): PlaceOrder on a fixed
@@ -20,6 +21,7 @@
 pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod experiment;
 pub mod load;
 pub mod metrics;

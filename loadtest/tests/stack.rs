@@ -226,7 +226,14 @@ async fn frlab_up(data_dir: &Path) -> tokio::process::Child {
     // find_binary fails with the right hint if the services are not built.
     let bin_dir = find_binary("gateway", None).unwrap();
     let mut frlab = tokio::process::Command::new(env!("CARGO_BIN_EXE_frlab"))
-        .args(["up", "--base-port", "0", "--data-dir"])
+        .args([
+            "up",
+            "--base-port",
+            "0",
+            "--console",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .arg("--bin-dir")
         .arg(bin_dir.parent().unwrap())
@@ -256,6 +263,8 @@ async fn frlab_up(data_dir: &Path) -> tokio::process::Child {
         seen.contains("gateway") && seen.contains("/metrics"),
         "{seen}"
     );
+    // frlab up serves the console too (in its own process: no sixth child).
+    assert!(seen.contains(frlab::console::READY_PREFIX), "{seen}");
     // Keep draining stdout so frlab never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     frlab

@@ -1,7 +1,6 @@
 //! Channels to downstream services. They connect lazily, so services may start in any
 //! order, and a downstream that restarts is reconnected on the next call.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,12 +39,17 @@ pub fn lazy_channel(flag: &'static str, url: &str) -> Result<Channel, BadUrl> {
 }
 
 /// A minimal HTTP/1.1 GET of a service's side port (`/metrics`, `/state`): plain HTTP/1.1,
-/// `Connection: close`; returns (status code, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+/// `Connection: close`; returns (status code, body). `addr` is a socket address or a
+/// `host:port` string (resolved here, e.g. a Kubernetes service name).
+pub async fn http_get(
+    addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    let host = addr.to_string();
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
     let mut raw = Vec::new();
