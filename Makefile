@@ -51,9 +51,11 @@ test: tools ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: bench
-bench: ## Benchmarks, printed as ratios to bare tonic measured in the same run
+bench: tools ## Benchmarks, each printed as ratios measured in the same run (bare tonic; k6)
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p lab-resilience --bench client_stack
 	$(CARGO) bench -p frlab --bench chain
+	$(CARGO) bench -p frlab --bench load_vs_k6
 
 .PHONY: crds
 crds: ## Regenerate k8s/crds/faultinjection.yaml from the Rust type (a test checks it is current)

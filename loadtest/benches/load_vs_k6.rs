@@ -13,11 +13,14 @@
 //! 2. `frlab load` is asked for GOAL x that rate for RUN, open loop: it sustains it when it
 //!    issued every request on time (lag p99 under 10 ms, nothing dropped at the in-flight
 //!    cap) and nearly all (>= 99 %) were answered OK.
-//! 3. `frlab load` is asked for higher multiples until it no longer sustains the rate, to
-//!    show its own ceiling on this machine (bounded: at most CEILING_STEPS runs).
+//! 3. If it does, higher multiples (ABOVE_GOAL) until it no longer does; if it does not,
+//!    lower ones (BELOW_GOAL) until it does: frlab's ceiling on this machine, bounded in runs.
 //!
-//! Printed: one row per run (asked, reached, OK, dropped, lag p99, generator CPU) and the
-//! ratio of frlab's highest sustained rate to k6's reached rate.
+//! Printed: one row per run (asked, reached, OK, dropped, lag p99, generator CPU and CPU
+//! per request — k6's from the child's rusage), the ratio of frlab's highest sustained rate
+//! to k6's reached rate, and the ratio of their CPU per request. On a small machine the
+//! generator and the gateway share the cores: the CPU per request is the part that is the
+//! generator's alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +34,8 @@ const K6_ASKED: u32 = 20_000;
 const K6_VUS: u32 = 200;
 const K6_MAX_VUS: u32 = 1_000;
 const GOAL: f64 = 5.0;
-const CEILING_STEPS: [f64; 3] = [8.0, 12.0, 16.0];
+const ABOVE_GOAL: [f64; 3] = [8.0, 12.0, 16.0];
+const BELOW_GOAL: [f64; 5] = [4.0, 3.0, 2.5, 2.0, 1.5];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -50,10 +54,26 @@ struct K6Result {
     reached: f64,
     dropped: f64,
     ok_share: f64,
+    cpu_s: f64,
+    calls: f64,
+}
+
+/// CPU (user + system) of every waited-for child process so far.
+fn children_cpu_s() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_CHILDREN is a valid selector.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn run_k6(target: &str, dir: &Path) -> K6Result {
     let summary = dir.join("k6-summary.json");
+    let cpu_before = children_cpu_s();
     let out = Command::new(k6())
         .args(["run", "--quiet", "--no-usage-report", "--summary-export"])
         .arg(&summary)
@@ -67,6 +87,7 @@ fn run_k6(target: &str, dir: &Path) -> K6Result {
         .arg(root().join("loadtest/k6/health-check.js"))
         .output()
         .unwrap_or_else(|e| panic!("k6 could not start ({e}): run `make tools`"));
+    let cpu_s = children_cpu_s() - cpu_before;
     let summary: serde_json::Value = match std::fs::read(&summary) {
         Ok(bytes) => serde_json::from_slice(&bytes).expect("k6 summary JSON"),
         Err(e) => panic!(
@@ -86,6 +107,8 @@ fn run_k6(target: &str, dir: &Path) -> K6Result {
         } else {
             0.0
         },
+        cpu_s,
+        calls: m("iterations", "count"),
     }
 }
 
@@ -101,11 +124,36 @@ fn sustained(r: &LoadReport) -> bool {
     r.dropped == 0 && r.lag_ms.p99 <= SATURATED_LAG_P99_MS && r.success_rate() >= 0.99
 }
 
-fn row(tool: &str, asked: f64, reached: f64, ok: f64, dropped: f64, lag_p99: &str, cpu: &str) {
+/// One printed row; `cpu_s` over `calls` gives the CPU per call.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    tool: &str,
+    asked: f64,
+    reached: f64,
+    ok: f64,
+    dropped: f64,
+    lag_p99: &str,
+    cpu_s: f64,
+    calls: f64,
+) {
     println!(
-        "| {tool:<12} | {asked:>9.0} | {reached:>9.0} | {:>6.2} % | {dropped:>9.0} | {lag_p99:>9} | {cpu:>8} |",
-        ok * 100.0
+        "| {tool:<12} | {asked:>9.0} | {reached:>9.0} | {:>6.2} % | {dropped:>9.0} | {lag_p99:>9} | {cpu_s:>6.1} s | {:>11.1} |",
+        ok * 100.0,
+        per_call_us(cpu_s, calls)
     );
+}
+
+fn per_call_us(cpu_s: f64, calls: f64) -> f64 {
+    if calls > 0.0 {
+        cpu_s * 1e6 / calls
+    } else {
+        f64::NAN
+    }
+}
+
+/// Calls frlab load made and saw answered (or time out).
+fn frlab_calls(r: &LoadReport) -> f64 {
+    (r.succeeded + r.failed) as f64
 }
 
 fn frlab_row(r: &LoadReport, asked: f64) {
@@ -117,7 +165,8 @@ fn frlab_row(r: &LoadReport, asked: f64) {
         r.success_rate(),
         r.dropped as f64,
         &format!("{:.2} ms", r.lag_ms.p99),
-        &format!("{:.1} s", r.generator_cpu_s),
+        r.generator_cpu_s,
+        frlab_calls(r),
     );
 }
 
@@ -146,10 +195,10 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
-            "| tool         |  asked/s  | reached/s |   OK     |  dropped  |  lag p99  |   CPU    |"
+            "| tool         |  asked/s  | reached/s |   OK     |  dropped  |  lag p99  |   CPU    | µs CPU/call |"
         );
         println!(
-            "|--------------|-----------|-----------|----------|-----------|-----------|----------|"
+            "|--------------|-----------|-----------|----------|-----------|-----------|----------|-------------|"
         );
         let k6_dir = dir.path().to_path_buf();
         let k6 = tokio::task::spawn_blocking(move || run_k6(&target, &k6_dir))
@@ -162,22 +211,33 @@ fn main() {
             k6.ok_share,
             k6.dropped,
             "n/a",
-            "n/a",
+            k6.cpu_s,
+            k6.calls,
         );
 
         let goal_rate = (k6.reached * GOAL).round().max(1.0);
         let at_goal = run_frlab(&gateway, goal_rate, RUN).await;
         frlab_row(&at_goal, goal_rate);
-        let mut best = sustained(&at_goal).then_some(goal_rate);
+        let mut best = sustained(&at_goal).then(|| (goal_rate, at_goal.clone()));
         if best.is_some() {
-            for multiple in CEILING_STEPS {
+            for multiple in ABOVE_GOAL {
                 let rate = (k6.reached * multiple).round();
                 let report = run_frlab(&gateway, rate, RUN).await;
                 frlab_row(&report, rate);
                 if !sustained(&report) {
                     break;
                 }
-                best = Some(rate);
+                best = Some((rate, report));
+            }
+        } else {
+            for multiple in BELOW_GOAL {
+                let rate = (k6.reached * multiple).round();
+                let report = run_frlab(&gateway, rate, RUN).await;
+                frlab_row(&report, rate);
+                if sustained(&report) {
+                    best = Some((rate, report));
+                    break;
+                }
             }
         }
         println!();
@@ -185,14 +245,24 @@ fn main() {
             "k6 reached {:.0}/s (asked {K6_ASKED}/s, {:.0} iterations dropped)",
             k6.reached, k6.dropped
         );
-        match best {
-            Some(rate) => println!(
-                "frlab load sustained {rate:.0}/s = {:.1}x k6 (goal {GOAL}x: met)",
-                rate / k6.reached
-            ),
+        let k6_per_call = per_call_us(k6.cpu_s, k6.calls);
+        match &best {
+            Some((rate, report)) => {
+                let ratio = rate / k6.reached;
+                println!(
+                    "frlab load sustained {rate:.0}/s = {ratio:.2}x k6 (goal {GOAL}x: {})",
+                    if ratio >= GOAL { "met" } else { "NOT met" }
+                );
+                let frlab_per_call = per_call_us(report.generator_cpu_s, frlab_calls(report));
+                println!(
+                    "CPU per call: k6 {k6_per_call:.1} µs, frlab load {frlab_per_call:.1} µs \
+                     (k6 / frlab = {:.2})",
+                    k6_per_call / frlab_per_call
+                );
+            }
             None => println!(
-                "frlab load did NOT sustain {goal_rate:.0}/s = {GOAL}x k6 (goal not met): \
-                 dropped {}, lag p99 {:.2} ms, OK {:.2} %",
+                "frlab load sustained none of the rates tried (goal {GOAL}x: NOT met); at \
+                 {goal_rate:.0}/s: dropped {}, lag p99 {:.2} ms, OK {:.2} %",
                 at_goal.dropped,
                 at_goal.lag_ms.p99,
                 at_goal.success_rate() * 100.0

@@ -13,6 +13,8 @@ use super::{LoadConfig, Schedule};
 
 /// Default of `--max-in-flight`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// Default of `--connections`.
+pub const DEFAULT_CONNECTIONS: usize = 4;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("load").required(true).args(["rate", "schedule"])))]
@@ -56,6 +58,11 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
     pub max_in_flight: usize,
+    /// HTTP/2 connections to the gateway, used in turn (one connection's framing task
+    /// caps its rate at a few thousand calls/s on a small machine)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONNECTIONS,
+          value_parser = clap::value_parser!(u64).range(1..=256).map(|n| n as usize))]
+    pub connections: usize,
     /// A line item of every order, as PRODUCT:QUANTITY; repeat for more
     /// [default: 1 to 3 random items of sku-1..sku-9 per order, drawn from --seed]
     #[arg(long = "item", value_name = "PRODUCT:QTY", value_parser = crate::cli::parse_item)]
@@ -97,6 +104,7 @@ impl LoadArgs {
             config.key_prefix = prefix.clone();
         }
         config.max_in_flight = self.max_in_flight;
+        config.connections = self.connections;
         config.items = self.items.clone();
         config
     }

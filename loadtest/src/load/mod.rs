@@ -102,6 +102,8 @@ pub struct LoadConfig {
     pub key_prefix: String,
     /// Safety cap on unanswered requests; requests due over it are dropped and counted.
     pub max_in_flight: usize,
+    /// HTTP/2 connections to the gateway, used in turn (at least 1).
+    pub connections: usize,
     /// The line items of every order; empty: 1 to 3 seeded random items per order.
     pub items: Vec<LineItem>,
 }
@@ -119,6 +121,7 @@ impl LoadConfig {
             seed: 1,
             key_prefix: format!("load-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             max_in_flight: command::DEFAULT_MAX_IN_FLIGHT,
+            connections: command::DEFAULT_CONNECTIONS,
             items: Vec::new(),
         }
     }
@@ -134,6 +137,9 @@ impl LoadConfig {
         }
         if self.max_in_flight == 0 {
             bail!("max_in_flight must be at least 1");
+        }
+        if !(1..=256).contains(&self.connections) {
+            bail!("connections must be 1..=256, got {}", self.connections);
         }
         if let Schedule::Spike { at, .. } = self.schedule
             && at >= self.duration
@@ -207,23 +213,39 @@ impl std::fmt::Display for Progress {
 /// the gateway answers, including nothing at all, is part of the report.
 pub async fn run(config: LoadConfig, progress: impl FnMut(&Progress)) -> Result<LoadReport> {
     config.validate()?;
-    // One channel for every request: HTTP/2 multiplexes them on one connection, as a
-    // client library would, instead of measuring connection setup.
-    let channel = lab_runtime::client::lazy_channel("--gateway", &config.gateway)?;
+    // A few long-lived connections (HTTP/2 multiplexes the requests on them, as a client
+    // library would), opened once, so that no request measures connection setup.
+    let channels = Channels::open(&config.gateway, config.connections)?;
     Ok(match config.call {
-        Call::PlaceOrder => {
-            let target = GatewayTarget {
-                client: GatewayClient::new(channel),
-            };
-            drive(config, target, progress).await
-        }
-        Call::Health => {
-            let target = HealthTarget {
-                client: HealthClient::new(channel),
-            };
-            drive(config, target, progress).await
-        }
+        Call::PlaceOrder => drive(config, GatewayTarget { channels }, progress).await,
+        Call::Health => drive(config, HealthTarget { channels }, progress).await,
     })
+}
+
+/// `connections` HTTP/2 connections to the gateway, used in turn: one connection is one
+/// task framing every stream on each side, which caps the rate of a single connection on
+/// a small machine.
+#[derive(Clone)]
+struct Channels {
+    channels: Arc<[Channel]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Channels {
+    fn open(url: &str, connections: usize) -> Result<Self> {
+        let channels = (0..connections.max(1))
+            .map(|_| lab_runtime::client::lazy_channel("--gateway", url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            channels: channels.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn next(&self) -> Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[i].clone()
+    }
 }
 
 /// Where the generator sends one attempt of a logical request. The gRPC gateway in real
@@ -240,7 +262,7 @@ pub(crate) trait Target: Clone + Send + Sync + 'static {
 
 #[derive(Clone)]
 struct GatewayTarget {
-    client: GatewayClient<Channel>,
+    channels: Channels,
 }
 
 impl Target for GatewayTarget {
@@ -251,7 +273,10 @@ impl Target for GatewayTarget {
     ) -> Result<(), &'static str> {
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
-        match self.client.clone().place_order(request).await {
+        match GatewayClient::new(self.channels.next())
+            .place_order(request)
+            .await
+        {
             // An OK answer always carries a confirmed order today; anything else would be
             // a gateway bug, and is no success.
             Ok(answer) => match answer.into_inner().order {
@@ -266,7 +291,7 @@ impl Target for GatewayTarget {
 /// `grpc.health.v1.Health/Check` (the whole server) on the gateway; the order is unused.
 #[derive(Clone)]
 struct HealthTarget {
-    client: HealthClient<Channel>,
+    channels: Channels,
 }
 
 impl Target for HealthTarget {
@@ -279,7 +304,7 @@ impl Target for HealthTarget {
             service: String::new(),
         });
         request.set_timeout(timeout);
-        match self.client.clone().check(request).await {
+        match HealthClient::new(self.channels.next()).check(request).await {
             Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
             Ok(_) => Err("NOT_SERVING"),
             Err(status) => Err(crate::client::code_name(status.code())),
