@@ -128,10 +128,10 @@ impl LoadReport {
         let ms = |v: f64| format!("{v:.1} ms");
         let _ = writeln!(
             out,
-            "schedule  {} {} for {} s, deadline {} ms, client retries {}, seed {}",
-            self.call,
+            "schedule  {} for {} s, call {}, deadline {} ms, client retries {}, seed {}",
             self.schedule,
             self.duration_s,
+            self.call,
             self.deadline_ms,
             self.client_retries,
             self.seed
