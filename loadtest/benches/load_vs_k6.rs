@@ -16,6 +16,11 @@
 //! 3. If it does, higher multiples (ABOVE_GOAL) until it no longer does; if it does not,
 //!    lower ones (BELOW_GOAL) until it does: frlab's ceiling on this machine, bounded in runs.
 //!
+//! On a machine with two or more cores the generators and the services get a core each
+//! (this process and k6 on CPU 1, every service process on CPU 0, by sched_setaffinity and
+//! `taskset`), so that each generator is measured on one core of its own and neither
+//! starves the gateway; with one core nothing is pinned and the printout says so.
+//!
 //! Printed: one row per run (asked, reached, OK, dropped, lag p99, generator CPU and CPU
 //! per request — k6's from the child's rusage), the ratio of frlab's highest sustained rate
 //! to k6's reached rate, and the ratio of their CPU per request. On a small machine the
@@ -56,6 +61,28 @@ struct K6Result {
     ok_share: f64,
     cpu_s: f64,
     calls: f64,
+}
+
+/// Pins this process to `cpu` before any thread or child exists: the runtime's threads and
+/// k6 inherit it.
+fn pin_self(cpu: usize) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads it for the calling thread (pid 0), the only thread at this point.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Pins every thread of a running process to `cpu` (util-linux `taskset`).
+fn pin_process(pid: u32, cpu: usize) -> bool {
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 /// CPU (user + system) of every waited-for child process so far.
@@ -172,6 +199,8 @@ fn frlab_row(r: &LoadReport, asked: f64) {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cores >= 2 && pin_self(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,15 +213,25 @@ fn main() {
         let stack = LocalStack::start(opts)
             .await
             .expect("stack starts (cargo build --release --workspace --bins first)");
+        let placement = if pinned {
+            let services: Vec<String> =
+                stack.endpoints().iter().map(|e| e.service.clone()).collect();
+            for service in &services {
+                let pid = stack.pid(service).expect("service pid");
+                assert!(pin_process(pid, 0), "taskset could not pin {service} to CPU 0");
+            }
+            "services on CPU 0; frlab load and k6 on CPU 1, one at a time"
+        } else {
+            "nothing pinned (one core, or sched_setaffinity refused)"
+        };
         let gateway = stack.gateway_url();
         let target = gateway.trim_start_matches("http://").to_string();
         // Warm the gateway and the generator's connection.
         run_frlab(&gateway, 200.0, Duration::from_secs(1)).await;
 
         println!(
-            "grpc.health.v1.Health/Check on the gateway, {} s per run, {} cores",
+            "grpc.health.v1.Health/Check on the gateway, {} s per run, {cores} cores: {placement}",
             RUN.as_secs(),
-            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
             "| tool         |  asked/s  | reached/s |   OK     |  dropped  |  lag p99  |   CPU    | µs CPU/call |"
