@@ -27,12 +27,16 @@
 //! generator and the gateway share the cores: the CPU per request is the part that is the
 //! generator's alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use frlab::load::{Call, LoadConfig, LoadReport, SATURATED_LAG_P99_MS, Schedule};
 use frlab::stack::{LocalStack, StackOptions};
+use tools::{root, tool};
+
+#[path = "../tests/tools/mod.rs"]
+mod tools;
 
 const RUN: Duration = Duration::from_secs(10);
 const K6_ASKED: u32 = 20_000;
@@ -41,19 +45,6 @@ const K6_MAX_VUS: u32 = 1_000;
 const GOAL: f64 = 5.0;
 const ABOVE_GOAL: [f64; 3] = [8.0, 12.0, 16.0];
 const BELOW_GOAL: [f64; 5] = [4.0, 3.0, 2.5, 2.0, 1.5];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn k6() -> PathBuf {
-    let local = root().join(".tools/bin/k6");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("k6")
-    }
-}
 
 struct K6Result {
     reached: f64,
@@ -101,7 +92,7 @@ fn children_cpu_s() -> f64 {
 fn run_k6(target: &str, dir: &Path) -> K6Result {
     let summary = dir.join("k6-summary.json");
     let cpu_before = children_cpu_s();
-    let out = Command::new(k6())
+    let out = Command::new(tool("k6"))
         .args(["run", "--quiet", "--no-usage-report", "--summary-export"])
         .arg(&summary)
         .args(["-e", &format!("TARGET={target}")])

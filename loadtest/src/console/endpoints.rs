@@ -93,13 +93,7 @@ pub fn parse_stack(text: &str) -> Result<Vec<ServiceAddrs>> {
 
 /// Reads and checks a stack file (see [`parse_stack`]).
 pub fn read_stack(path: &Path) -> Result<Vec<ServiceAddrs>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read {} — is `frlab up` running? It writes this file on start (pass \
-             --stack FILE if its --data-dir is not ./data)",
-            path.display()
-        )
-    })?;
+    let text = crate::chaos::read_stack_text(path)?;
     parse_stack(&text).with_context(|| format!("{} is not a valid stack file", path.display()))
 }
 
