@@ -72,6 +72,25 @@ pub struct Traced<F> {
     span: Option<(Span, Side)>,
 }
 
+impl<F> Traced<F> {
+    /// Tracing is off: the call as it is.
+    fn untraced(inner: F) -> Self {
+        Self { inner, span: None }
+    }
+
+    /// Makes the call inside `span`, and will poll it inside the span too.
+    fn in_span(span: Span, side: Side, call: impl FnOnce() -> F) -> Self {
+        let inner = {
+            let _entered = span.enter();
+            call()
+        };
+        Self {
+            inner,
+            span: Some((span, side)),
+        }
+    }
+}
+
 impl<F, B, E> Future for Traced<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
@@ -152,10 +171,7 @@ where
 
     fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
         if !self.enabled {
-            return Traced {
-                inner: self.inner.call(req),
-                span: None,
-            };
+            return Traced::untraced(self.inner.call(req));
         }
         let path = req.uri().path();
         let (service, method) = split_path(path);
@@ -180,14 +196,7 @@ where
             &HeaderExtractor(req.headers()),
         );
         let _ = span.set_parent(parent);
-        let inner = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        Traced {
-            inner,
-            span: Some((span, Side::Server)),
-        }
+        Traced::in_span(span, Side::Server, || self.inner.call(req))
     }
 }
 
@@ -229,10 +238,7 @@ where
 
     fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
         if !self.enabled {
-            return Traced {
-                inner: self.inner.call(req),
-                span: None,
-            };
+            return Traced::untraced(self.inner.call(req));
         }
         let path = req.uri().path();
         let (service, method) = split_path(path);
@@ -249,14 +255,7 @@ where
         );
         TraceContextPropagator::new()
             .inject_context(&span.context(), &mut HeaderInjector(req.headers_mut()));
-        let inner = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        Traced {
-            inner,
-            span: Some((span, Side::Client)),
-        }
+        Traced::in_span(span, Side::Client, || self.inner.call(req))
     }
 }
 
