@@ -233,34 +233,7 @@ impl Backend {
 /// multiplied by `scale`, so a breaker's open time fits the run's recovery phase.
 pub fn scaled_profile_yaml(spec: &str, scale: f64) -> Result<(String, String)> {
     let named = lab_resilience::profiles::resolve(spec)?;
-    let mut profile = named.profile;
-    let scale_ms = |ms: &mut u64| *ms = ((*ms as f64 * scale).round() as u64).max(1);
-    let scale_breaker = |b: &mut lab_resilience::breaker::BreakerConfig| {
-        scale_ms(&mut b.open_ms);
-        if let Some(backoff) = &mut b.open_backoff {
-            scale_ms(&mut backoff.max_ms);
-            backoff.max_ms = backoff.max_ms.max(b.open_ms);
-        }
-    };
-    if let Some(b) = &mut profile.client.breaker {
-        scale_breaker(b);
-    }
-    for hop in profile.hops.values_mut() {
-        if let Some(Some(b)) = &mut hop.breaker {
-            scale_breaker(b);
-        }
-    }
-    #[derive(serde::Serialize)]
-    struct Values<'a> {
-        resilience: &'a lab_resilience::Profile,
-    }
-    let yaml = serde_saphyr::to_string(&Values {
-        resilience: &profile,
-    })
-    .map_err(|e| anyhow!("cannot write the scaled profile {}: {e}", named.name))?;
-    // The scaled file must still be a valid profile.
-    lab_resilience::Profile::parse(&yaml)
-        .with_context(|| format!("scaled profile {}", named.name))?;
+    let yaml = named.profile.scale_time(scale).to_values_yaml()?;
     Ok((named.name, yaml))
 }
 

@@ -37,7 +37,7 @@ use crate::spec::{
     Action, Distribution, ErrorMode, FaultInjectionSpec, FaultParams, LatencyParams, MAX_DELAY,
     SpecError, invalid, validate_name,
 };
-use lab_resilience::config::CODE_NAMES;
+use lab_proto::codes::CODE_NAMES;
 
 /// Method prefixes no fault touches unless its `methods` name them: health checks (so an
 /// outage does not also make the orchestrator restart the pod), reflection, and the lab's

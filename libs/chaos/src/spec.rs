@@ -29,8 +29,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lab_proto::codes::CODE_NAMES;
 use lab_proto::lab::v1::Fault;
-use lab_resilience::config::CODE_NAMES;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,10 @@
 //! Generated gRPC code for the lab: `shop::v1` (Gateway, Orders, Inventory, Payments,
 //! Notifications) and `lab::v1` (Faults, Audit), plus the encoded descriptor set that
-//! server reflection serves. Everything here comes from `proto/` at build time; edit the
-//! `.proto` files, not this crate.
+//! server reflection serves. The generated code comes from `proto/` at build time; edit the
+//! `.proto` files, not this crate. Beside it, the gRPC names every crate above shares:
+//! [`names`] (service names) and [`codes`] (status codes by their canonical names).
+
+pub mod codes;
 
 pub mod shop {
     pub mod v1 {

@@ -54,8 +54,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::BoxError;
-use crate::config::ConfigError;
 use crate::deadline::grpc_timeout::header_timeout;
+use crate::setting::ConfigError;
 
 /// The largest `max_limit` a profile may set.
 pub const MAX_LIMIT: u32 = 1_000_000;
@@ -225,12 +225,12 @@ impl AdaptiveMetrics {
     pub fn register(registry: &mut Registry) -> AdaptiveMetrics {
         let m = AdaptiveMetrics::default();
         registry.register(
-            "resilience_adaptive_limit",
+            crate::metric_names::ADAPTIVE_LIMIT,
             "The adaptive concurrency limit now",
             m.limit.clone(),
         );
         registry.register(
-            "resilience_adaptive_rejections",
+            crate::metric_names::ADAPTIVE_REJECTIONS,
             "Requests refused because the adaptive concurrency limit was reached",
             m.rejections.clone(),
         );

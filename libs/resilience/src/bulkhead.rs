@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::BoxError;
-use crate::config::ConfigError;
+use crate::setting::ConfigError;
 
 /// The most places a bulkhead may have: more is no bulkhead at all.
 pub const MAX_CONCURRENT: u32 = 100_000;
@@ -104,12 +104,12 @@ impl BulkheadMetrics {
     pub fn register(registry: &mut Registry) -> BulkheadMetrics {
         let m = BulkheadMetrics::default();
         registry.register(
-            "resilience_bulkhead_in_use",
+            crate::metric_names::BULKHEAD_IN_USE,
             "Calls holding a bulkhead place (in flight to the downstream)",
             m.in_use.clone(),
         );
         registry.register(
-            "resilience_bulkhead_rejections",
+            crate::metric_names::BULKHEAD_REJECTIONS,
             "Calls refused because the bulkhead stayed full for the whole bounded wait",
             m.rejections.clone(),
         );

@@ -22,10 +22,9 @@
 //! Every struct denies unknown keys; [`Profile::validate`] checks values and names the key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::adaptive::AdaptiveConfig;
 use crate::breaker::BreakerConfig;
@@ -34,24 +33,8 @@ use crate::deadline::{DeadlineConfig, ServerDeadlineConfig, TimeoutConfig};
 use crate::hedge::HedgeConfig;
 use crate::idempotency::IdempotencyConfig;
 use crate::retry::RetryConfig;
+pub use crate::setting::{CodeName, ConfigError};
 use crate::shed::ShedConfig;
-
-/// A bad value, named by its key path (`resilience.hops.payments.bulkhead.max_concurrent`).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// A profile that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -62,84 +45,6 @@ pub enum ProfileError {
     Parse { path: String, message: String },
     #[error("profile {path}: {error}")]
     Invalid { path: String, error: ConfigError },
-}
-
-/// A gRPC status code by its canonical name (`UNAVAILABLE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CodeName(pub tonic::Code);
-
-/// Every code by name, for parsing and for the error that lists them.
-pub const CODE_NAMES: [(&str, tonic::Code); 17] = [
-    ("OK", tonic::Code::Ok),
-    ("CANCELLED", tonic::Code::Cancelled),
-    ("UNKNOWN", tonic::Code::Unknown),
-    ("INVALID_ARGUMENT", tonic::Code::InvalidArgument),
-    ("DEADLINE_EXCEEDED", tonic::Code::DeadlineExceeded),
-    ("NOT_FOUND", tonic::Code::NotFound),
-    ("ALREADY_EXISTS", tonic::Code::AlreadyExists),
-    ("PERMISSION_DENIED", tonic::Code::PermissionDenied),
-    ("RESOURCE_EXHAUSTED", tonic::Code::ResourceExhausted),
-    ("FAILED_PRECONDITION", tonic::Code::FailedPrecondition),
-    ("ABORTED", tonic::Code::Aborted),
-    ("OUT_OF_RANGE", tonic::Code::OutOfRange),
-    ("UNIMPLEMENTED", tonic::Code::Unimplemented),
-    ("INTERNAL", tonic::Code::Internal),
-    ("UNAVAILABLE", tonic::Code::Unavailable),
-    ("DATA_LOSS", tonic::Code::DataLoss),
-    ("UNAUTHENTICATED", tonic::Code::Unauthenticated),
-];
-
-impl CodeName {
-    pub fn name(&self) -> &'static str {
-        CODE_NAMES
-            .iter()
-            .find(|(_, c)| *c == self.0)
-            .map_or("UNKNOWN", |(n, _)| n)
-    }
-}
-
-impl fmt::Display for CodeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for CodeName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-/// In a schema: one of the canonical names, as [`CodeName`]'s `Deserialize` accepts them.
-impl schemars::JsonSchema for CodeName {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "GrpcCode".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let names: Vec<&str> = CODE_NAMES.iter().map(|(n, _)| *n).collect();
-        schemars::json_schema!({
-            "description": "A gRPC status code by its canonical name",
-            "type": "string",
-            "enum": names,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for CodeName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        CODE_NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, c)| CodeName(*c))
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown gRPC code {name:?}; expected one of {}",
-                    CODE_NAMES.map(|(n, _)| n).join(", ")
-                ))
-            })
-    }
 }
 
 /// What a client does on one hop.
@@ -312,6 +217,35 @@ impl Profile {
         Ok(profile)
     }
 
+    /// The text of a values file holding this profile under `resilience:`, which
+    /// [`Profile::parse`] reads back as the same profile.
+    pub fn to_values_yaml(&self) -> Result<String, ProfileError> {
+        #[derive(Serialize)]
+        struct Values<'a> {
+            resilience: &'a Profile,
+        }
+        serde_saphyr::to_string(&Values { resilience: self }).map_err(|e| ProfileError::Parse {
+            path: String::new(),
+            message: format!("cannot write the profile as YAML: {e}"),
+        })
+    }
+
+    /// The same profile with its time constants multiplied by `factor` (> 0): every
+    /// breaker's open time, so that a short run sees the whole open -> half-open -> closed
+    /// cycle (see [`BreakerConfig::scale_time`]). Every other value is kept.
+    pub fn scale_time(&self, factor: f64) -> Profile {
+        let mut scaled = self.clone();
+        if let Some(b) = &mut scaled.client.breaker {
+            b.scale_time(factor);
+        }
+        for hop in scaled.hops.values_mut() {
+            if let Some(Some(b)) = &mut hop.breaker {
+                b.scale_time(factor);
+            }
+        }
+        scaled
+    }
+
     /// Checks every value; the error names the full key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_client(&self.client, "resilience.client")?;
@@ -443,6 +377,38 @@ mod tests {
         );
         assert_eq!(p.server_for("gateway").shed.unwrap().max_in_flight, 200);
         assert!(p.server_for("payments").shed.is_none());
+    }
+
+    #[test]
+    fn scale_time_scales_breaker_open_times_only_and_stays_valid() {
+        let p = Profile::parse(
+            "resilience:\n  client:\n    retry: { max_attempts: 3 }\n    breaker: { open_ms: 30000, open_backoff: { multiplier: 2.0, max_ms: 60000 } }\n  hops:\n    payments:\n      breaker: { open_ms: 1000 }\n    notifications:\n      breaker: null\n",
+        )
+        .unwrap();
+        let scaled = p.scale_time(0.1);
+        let client = scaled.client.breaker.as_ref().unwrap();
+        assert_eq!(client.open_ms, 3000);
+        assert_eq!(client.open_backoff.as_ref().unwrap().max_ms, 6000);
+        assert_eq!(scaled.client_for("payments").breaker.unwrap().open_ms, 100);
+        assert!(scaled.client_for("notifications").breaker.is_none());
+        assert_eq!(scaled.client.retry, p.client.retry);
+        // Never below 1 ms, and the backoff cap never below the open time.
+        let tiny = p.scale_time(1e-9);
+        let b = tiny.client.breaker.unwrap();
+        assert_eq!((b.open_ms, b.open_backoff.unwrap().max_ms), (1, 1));
+        scaled.validate().unwrap();
+    }
+
+    #[test]
+    fn values_yaml_reads_back_as_the_same_profile() {
+        for (name, _) in crate::profiles::BUILTIN {
+            let p = crate::profiles::resolve(name)
+                .unwrap()
+                .profile
+                .scale_time(0.25);
+            let back = Profile::parse(&p.to_values_yaml().unwrap()).unwrap();
+            assert_eq!(back, p, "{name}");
+        }
     }
 
     #[test]

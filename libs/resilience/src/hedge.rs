@@ -50,9 +50,9 @@ use tower::{Layer, Service, ServiceExt};
 use crate::BoxError;
 use crate::body::{ReplayBody, clone_request};
 use crate::classify;
-use crate::config::ConfigError;
 use crate::deadline::Deadline;
 use crate::retry::{PREVIOUS_RPC_ATTEMPTS, RetryBudget, RetryMetrics};
+use crate::setting::ConfigError;
 
 /// `hedge:` in a client policy. Applies to the methods named in `methods` (reads).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -17,7 +17,9 @@
 //! or a tonic `Routes` (server). [`status`] maps every error the layers raise to a deliberate
 //! gRPC code in one place; [`classify`] reads the gRPC outcome of a response. [`config`] holds
 //! the profile schema (`helm/profiles/*.yaml`, key `resilience:`), [`stack`] composes the
-//! client and server stacks a profile describes.
+//! client and server stacks a profile describes. [`setting`] is the leaf every pattern's
+//! config imports (the key-naming [`ConfigError`], gRPC codes by name); [`metric_names`] the
+//! names of every family the patterns register, for producers and readers alike.
 
 pub mod adaptive;
 pub mod body;
@@ -28,8 +30,10 @@ pub mod config;
 pub mod deadline;
 pub mod hedge;
 pub mod idempotency;
+pub mod metric_names;
 pub mod profiles;
 pub mod retry;
+pub mod setting;
 pub mod shed;
 pub mod stack;
 pub mod status;

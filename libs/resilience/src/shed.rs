@@ -35,7 +35,7 @@ use tower::load_shed::error::Overloaded;
 use tower::{Layer, Service};
 
 use crate::BoxError;
-use crate::config::ConfigError;
+use crate::setting::ConfigError;
 
 /// The largest cap a profile may set.
 pub const MAX_IN_FLIGHT: u32 = 1_000_000;
@@ -98,12 +98,12 @@ impl ShedMetrics {
     pub fn register(registry: &mut Registry) -> ShedMetrics {
         let m = ShedMetrics::default();
         registry.register(
-            "resilience_shed",
+            crate::metric_names::SHED,
             "Requests refused at once because max_in_flight requests were in flight",
             m.shed.clone(),
         );
         registry.register(
-            "resilience_in_flight",
+            crate::metric_names::IN_FLIGHT,
             "Requests admitted by the load shedder and not finished yet",
             m.in_flight.clone(),
         );

@@ -28,21 +28,102 @@
 //! make the deadline visible to the handler's own downstream calls); the adaptive limit
 //! (around real work only, so its RTT samples are the handler's); the incoming idempotency
 //! key (visible to downstream calls).
+//!
+//! `frlab profile show` prints what the builders below do: [`describe_client`] and
+//! [`describe_server`] run the same builder functions around a service that is never
+//! called, and each layer notes its line as it is added ([`Notes`]). A layer added,
+//! removed or moved in a builder shows in the description in the same place.
 
-use crate::config::{ClientPolicy, Profile, ServerPolicy};
-use crate::retry::{BackoffKind, Jitter};
+use std::sync::Arc;
 
-/// One line per layer of the client stack for `hop`, outermost first (for `frlab profile show`).
+use prometheus_client::registry::Registry;
+use tower::ServiceBuilder;
+use tower::util::{BoxCloneService, BoxCloneSyncService};
+
+use crate::adaptive::{AdaptiveConfig, AdaptiveLimit, AdaptiveMetrics};
+use crate::body::{BufferLayer, UnbufferLayer};
+use crate::breaker::{Breaker, BreakerConfig, BreakerMetrics};
+use crate::bulkhead::{Bulkhead, BulkheadConfig, BulkheadMetrics};
+use crate::config::{Profile, ServerPolicy};
+use crate::deadline::{
+    AttemptTimeoutLayer, ClientDeadlineLayer, DeadlineConfig, DeadlineMetrics,
+    ServerDeadlineConfig, ServerDeadlineLayer, TimeoutConfig,
+};
+use crate::hedge::{HedgeConfig, HedgeLayer};
+use crate::idempotency::{IncomingKeyLayer, KeyLayer};
+use crate::retry::{
+    BackoffKind, CountLayer, Jitter, RetryBudget, RetryConfig, RetryLayer, RetryMetrics,
+};
+use crate::shed::{ShedConfig, ShedMetrics, Shedder};
+use crate::status::StatusLayer;
+use crate::{BoxError, GrpcRequest, GrpcResponse};
+
+/// One line per layer of the client stack for `hop`, outermost first (for `frlab profile
+/// show`): the notes [`client_stack`]'s builder takes as it adds each layer.
 pub fn describe_client(profile: &Profile, hop: &str) -> Vec<String> {
-    let p: ClientPolicy = profile.client_for(hop);
-    let mut lines = Vec::new();
-    if profile.idempotency.enabled {
-        lines.push("idempotency key (one per logical call, forwarded across hops)".to_string());
+    let metrics = Metrics::register(&mut Registry::default());
+    let mut notes = Notes::recording();
+    build_client(profile, hop, &metrics, never_called(), &mut notes);
+    notes.lines()
+}
+
+/// One line per layer of `service`'s server stack, outermost first: the notes
+/// [`ServerStack`]'s builder takes as it adds each layer.
+pub fn describe_server(profile: &Profile, service: &str) -> Vec<String> {
+    let metrics = Metrics::register(&mut Registry::default());
+    let mut notes = Notes::recording();
+    ServerStack::new(profile, service, &metrics).build(never_called(), &mut notes);
+    notes.lines()
+}
+
+/// The inner service of a stack built only to be described.
+fn never_called() -> impl tower::Service<
+    GrpcRequest,
+    Response = GrpcResponse,
+    Error = BoxError,
+    Future = impl Future<Output = Result<GrpcResponse, BoxError>> + Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|_: GrpcRequest| async {
+        Err::<GrpcResponse, BoxError>("a stack built to be described is never called".into())
+    })
+}
+
+/// What a builder says about each layer as it adds it (nothing unless recording).
+struct Notes(Option<Vec<String>>);
+
+impl Notes {
+    fn quiet() -> Self {
+        Notes(None)
     }
-    let d = &p.deadline;
+
+    fn recording() -> Self {
+        Notes(Some(Vec::new()))
+    }
+
+    /// Passes `layer` through, noting `line()` first (a layer with nothing to say: `None`).
+    fn note<L>(&mut self, line: impl FnOnce() -> Option<String>, layer: L) -> L {
+        if let Some(lines) = &mut self.0 {
+            lines.extend(line());
+        }
+        layer
+    }
+
+    fn lines(self) -> Vec<String> {
+        self.0.unwrap_or_default()
+    }
+}
+
+fn key_line() -> String {
+    "idempotency key (one per logical call, forwarded across hops)".to_string()
+}
+
+fn deadline_line(d: &DeadlineConfig) -> String {
     match (d.propagate, d.default_ms) {
-        (false, None) => lines.push("deadline: only the caller's own, not propagated".into()),
-        (propagate, default) => lines.push(format!(
+        (false, None) => "deadline: only the caller's own, not propagated".into(),
+        (propagate, default) => format!(
             "deadline: {}{}",
             if propagate {
                 "propagated from the incoming call"
@@ -52,137 +133,123 @@ pub fn describe_client(profile: &Profile, hop: &str) -> Vec<String> {
             default.map_or(String::new(), |ms| format!(
                 ", {ms} ms when the caller sets none"
             ))
-        )),
+        ),
     }
-    if let Some(h) = &p.hedge {
-        lines.push(format!(
-            "hedge: up to {} extra after {} ms, for {}",
-            h.max_extra,
-            h.delay_ms,
-            h.methods.join(", ")
-        ));
-    }
-    let r = &p.retry;
-    if r.max_attempts <= 1 {
-        lines.push("retry: off (1 attempt)".into());
-    } else {
-        let backoff = match r.backoff.kind {
-            BackoffKind::None => "no backoff".to_string(),
-            BackoffKind::Fixed => format!("fixed {} ms", r.backoff.base_ms),
-            BackoffKind::Exponential => {
-                format!("exponential {}..{} ms", r.backoff.base_ms, r.backoff.max_ms)
-            }
-        };
-        let jitter = match r.backoff.jitter {
-            Jitter::None => "",
-            Jitter::Full => " + full jitter",
-            Jitter::Decorrelated => " + decorrelated jitter",
-        };
-        let codes: Vec<String> = r.retry_on.iter().map(|c| c.to_string()).collect();
-        let budget = r.budget.as_ref().map_or(String::new(), |b| {
-            format!(", budget {:.0} % + {}/s", b.ratio * 100.0, b.min_per_second)
-        });
-        lines.push(format!(
-            "retry: {} attempts, {backoff}{jitter}, on {}{}{budget}",
-            r.max_attempts,
-            codes.join("|"),
-            if r.honor_pushback {
-                ", honours pushback"
-            } else {
-                ""
-            },
-        ));
-    }
-    match &p.breaker {
-        None => lines.push("circuit breaker: off".into()),
-        Some(b) => {
-            let mut trips = Vec::new();
-            if let Some(n) = b.consecutive_failures {
-                trips.push(format!("{n} failures in a row"));
-            }
-            if let Some(r) = b.failure_rate {
-                trips.push(format!("{:.0} % failures", r * 100.0));
-            }
-            if let Some(r) = b.slow_call_rate {
-                trips.push(format!(
-                    "{:.0} % slower than {} ms",
-                    r * 100.0,
-                    b.slow_call_ms
-                ));
-            }
-            lines.push(format!(
-                "circuit breaker: trips on {} (rates over {} ms, {}+ calls); open {} ms; {} half-open probes",
-                trips.join(" or "),
-                b.window_ms,
-                b.min_calls,
-                b.open_ms,
-                b.half_open_probes
-            ));
-        }
-    }
-    match &p.bulkhead {
-        None => lines.push("bulkhead: off".into()),
-        Some(b) => lines.push(format!(
-            "bulkhead: {} in flight, wait at most {} ms",
-            b.max_concurrent, b.max_wait_ms
-        )),
-    }
-    match &p.timeout {
-        None => lines.push("per-try timeout: off".into()),
-        Some(t) => lines.push(format!("per-try timeout: {} ms", t.per_try_ms)),
-    }
-    lines
 }
 
-/// One line per layer of `service`'s server stack, outermost first.
-pub fn describe_server(profile: &Profile, service: &str) -> Vec<String> {
-    let p: ServerPolicy = profile.server_for(service);
-    let mut lines = Vec::new();
-    if let Some(s) = &p.shed {
-        lines.push(format!(
-            "load shedding: {} in flight{}",
-            s.max_in_flight,
-            s.pushback_ms
-                .map_or(String::new(), |ms| format!(", pushback {ms} ms"))
+fn hedge_line(h: &HedgeConfig) -> String {
+    format!(
+        "hedge: up to {} extra after {} ms, for {}",
+        h.max_extra,
+        h.delay_ms,
+        h.methods.join(", ")
+    )
+}
+
+fn retry_line(r: &RetryConfig) -> String {
+    if r.max_attempts <= 1 {
+        return "retry: off (1 attempt)".into();
+    }
+    let backoff = match r.backoff.kind {
+        BackoffKind::None => "no backoff".to_string(),
+        BackoffKind::Fixed => format!("fixed {} ms", r.backoff.base_ms),
+        BackoffKind::Exponential => {
+            format!("exponential {}..{} ms", r.backoff.base_ms, r.backoff.max_ms)
+        }
+    };
+    let jitter = match r.backoff.jitter {
+        Jitter::None => "",
+        Jitter::Full => " + full jitter",
+        Jitter::Decorrelated => " + decorrelated jitter",
+    };
+    let codes: Vec<String> = r.retry_on.iter().map(|c| c.to_string()).collect();
+    let budget = r.budget.as_ref().map_or(String::new(), |b| {
+        format!(", budget {:.0} % + {}/s", b.ratio * 100.0, b.min_per_second)
+    });
+    format!(
+        "retry: {} attempts, {backoff}{jitter}, on {}{}{budget}",
+        r.max_attempts,
+        codes.join("|"),
+        if r.honor_pushback {
+            ", honours pushback"
+        } else {
+            ""
+        },
+    )
+}
+
+fn breaker_line(b: Option<&BreakerConfig>) -> String {
+    let Some(b) = b else {
+        return "circuit breaker: off".into();
+    };
+    let mut trips = Vec::new();
+    if let Some(n) = b.consecutive_failures {
+        trips.push(format!("{n} failures in a row"));
+    }
+    if let Some(r) = b.failure_rate {
+        trips.push(format!("{:.0} % failures", r * 100.0));
+    }
+    if let Some(r) = b.slow_call_rate {
+        trips.push(format!(
+            "{:.0} % slower than {} ms",
+            r * 100.0,
+            b.slow_call_ms
         ));
     }
-    lines.push(if p.deadline.enforce {
+    format!(
+        "circuit breaker: trips on {} (rates over {} ms, {}+ calls); open {} ms; {} half-open probes",
+        trips.join(" or "),
+        b.window_ms,
+        b.min_calls,
+        b.open_ms,
+        b.half_open_probes
+    )
+}
+
+fn bulkhead_line(b: Option<&BulkheadConfig>) -> String {
+    match b {
+        None => "bulkhead: off".into(),
+        Some(b) => format!(
+            "bulkhead: {} in flight, wait at most {} ms",
+            b.max_concurrent, b.max_wait_ms
+        ),
+    }
+}
+
+fn timeout_line(t: Option<&TimeoutConfig>) -> String {
+    match t {
+        None => "per-try timeout: off".into(),
+        Some(t) => format!("per-try timeout: {} ms", t.per_try_ms),
+    }
+}
+
+fn shed_line(s: &ShedConfig) -> String {
+    format!(
+        "load shedding: {} in flight{}",
+        s.max_in_flight,
+        s.pushback_ms
+            .map_or(String::new(), |ms| format!(", pushback {ms} ms"))
+    )
+}
+
+fn server_deadline_line(d: &ServerDeadlineConfig) -> String {
+    if d.enforce {
         "deadline: refuse work whose deadline passed".to_string()
     } else {
         "deadline: not enforced".to_string()
-    });
-    if let Some(a) = &p.adaptive {
-        lines.push(format!(
-            "adaptive concurrency limit: {}..{} (start {}){}",
-            a.min_limit,
-            a.max_limit,
-            a.initial_limit,
-            a.pushback_ms
-                .map_or(String::new(), |ms| format!(", pushback {ms} ms"))
-        ));
     }
-    lines
 }
 
-use std::sync::Arc;
-
-use prometheus_client::registry::Registry;
-use tower::ServiceBuilder;
-use tower::util::{BoxCloneService, BoxCloneSyncService};
-
-use crate::adaptive::{AdaptiveLimit, AdaptiveMetrics};
-use crate::body::{BufferLayer, UnbufferLayer};
-use crate::breaker::{Breaker, BreakerMetrics};
-use crate::bulkhead::{Bulkhead, BulkheadMetrics};
-use crate::deadline::{
-    AttemptTimeoutLayer, ClientDeadlineLayer, DeadlineMetrics, ServerDeadlineLayer,
-};
-use crate::hedge::HedgeLayer;
-use crate::idempotency::{IncomingKeyLayer, KeyLayer};
-use crate::retry::{CountLayer, RetryBudget, RetryLayer, RetryMetrics};
-use crate::shed::{ShedMetrics, Shedder};
-use crate::status::StatusLayer;
-use crate::{BoxError, GrpcRequest, GrpcResponse};
+fn adaptive_line(a: &AdaptiveConfig) -> String {
+    format!(
+        "adaptive concurrency limit: {}..{} (start {}){}",
+        a.min_limit,
+        a.max_limit,
+        a.initial_limit,
+        a.pushback_ms
+            .map_or(String::new(), |ms| format!(", pushback {ms} ms"))
+    )
+}
 
 /// A downstream hop's client, as generated tonic clients take it. Its error is a `Status`.
 pub type HopService = BoxCloneSyncService<GrpcRequest, GrpcResponse, tonic::Status>;
@@ -228,6 +295,22 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+    build_client(profile, hop, metrics, inner, &mut Notes::quiet())
+}
+
+/// [`client_stack`], noting each layer as it is added (see [`describe_client`]).
+fn build_client<S>(
+    profile: &Profile,
+    hop: &str,
+    metrics: &Metrics,
+    inner: S,
+    notes: &mut Notes,
+) -> ClientStack
+where
+    S: tower::Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
     let policy = profile.client_for(hop);
     let budget = RetryBudget::for_hop(&policy.retry);
     let breaker = policy
@@ -240,24 +323,42 @@ where
         .map(|c| Bulkhead::new(hop, c, &metrics.bulkhead));
     let service = ServiceBuilder::new()
         .layer(StatusLayer)
-        .option_layer(profile.idempotency.enabled.then_some(KeyLayer))
-        .layer(ClientDeadlineLayer::new(
-            &policy.deadline,
-            &metrics.deadline,
+        .option_layer(notes.note(
+            || profile.idempotency.enabled.then(key_line),
+            profile.idempotency.enabled.then_some(KeyLayer),
+        ))
+        .layer(notes.note(
+            || Some(deadline_line(&policy.deadline)),
+            ClientDeadlineLayer::new(&policy.deadline, &metrics.deadline),
         ))
         .layer(BufferLayer::new())
         .layer(CountLayer::requests(hop, &metrics.retry))
         .option_layer(
-            policy
-                .hedge
-                .as_ref()
-                .map(|h| HedgeLayer::new(hop, h, budget.clone(), &metrics.retry)),
+            notes.note(
+                || policy.hedge.as_ref().map(hedge_line),
+                policy
+                    .hedge
+                    .as_ref()
+                    .map(|h| HedgeLayer::new(hop, h, budget.clone(), &metrics.retry)),
+            ),
         )
-        .layer(RetryLayer::new(hop, &policy.retry, budget, &metrics.retry))
+        .layer(notes.note(
+            || Some(retry_line(&policy.retry)),
+            RetryLayer::new(hop, &policy.retry, budget, &metrics.retry),
+        ))
         .layer(CountLayer::attempts(hop, &metrics.retry))
-        .option_layer(breaker.as_ref().map(Breaker::layer))
-        .option_layer(bulkhead.as_ref().map(Bulkhead::layer))
-        .layer(AttemptTimeoutLayer::new(policy.timeout.as_ref()))
+        .option_layer(notes.note(
+            || Some(breaker_line(policy.breaker.as_ref())),
+            breaker.as_ref().map(Breaker::layer),
+        ))
+        .option_layer(notes.note(
+            || Some(bulkhead_line(policy.bulkhead.as_ref())),
+            bulkhead.as_ref().map(Bulkhead::layer),
+        ))
+        .layer(notes.note(
+            || Some(timeout_line(policy.timeout.as_ref())),
+            AttemptTimeoutLayer::new(policy.timeout.as_ref()),
+        ))
         .layer(UnbufferLayer::new())
         .map_err(Into::<BoxError>::into)
         .service(inner);
@@ -279,6 +380,7 @@ where
 /// the shedder and the adaptive limit, so the `/state` view and the layer agree.
 #[derive(Clone)]
 pub struct ServerStack {
+    policy: ServerPolicy,
     deadline: ServerDeadlineLayer,
     shed: Option<Shedder>,
     adaptive: Option<AdaptiveLimit>,
@@ -288,6 +390,7 @@ impl ServerStack {
     pub fn new(profile: &Profile, service: &str, metrics: &Metrics) -> Self {
         let policy = profile.server_for(service);
         Self {
+            policy: policy.clone(),
             deadline: ServerDeadlineLayer::new(&policy.deadline, &metrics.deadline),
             shed: policy.shed.as_ref().map(|c| Shedder::new(c, &metrics.shed)),
             adaptive: policy
@@ -319,11 +422,34 @@ where
     type Service = ServerService;
 
     fn layer(&self, inner: S) -> Self::Service {
+        self.build(inner, &mut Notes::quiet())
+    }
+}
+
+impl ServerStack {
+    /// The layers around `inner`, in the order of the module docs, noting each (see
+    /// [`describe_server`]).
+    fn build<S>(&self, inner: S, notes: &mut Notes) -> ServerService
+    where
+        S: tower::Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let p = &self.policy;
         let service = ServiceBuilder::new()
             .layer(StatusLayer)
-            .option_layer(self.shed.as_ref().map(Shedder::layer))
-            .layer(self.deadline.clone())
-            .option_layer(self.adaptive.as_ref().map(AdaptiveLimit::layer))
+            .option_layer(notes.note(
+                || p.shed.as_ref().map(shed_line),
+                self.shed.as_ref().map(Shedder::layer),
+            ))
+            .layer(notes.note(
+                || Some(server_deadline_line(&p.deadline)),
+                self.deadline.clone(),
+            ))
+            .option_layer(notes.note(
+                || p.adaptive.as_ref().map(adaptive_line),
+                self.adaptive.as_ref().map(AdaptiveLimit::layer),
+            ))
             .layer(IncomingKeyLayer)
             .map_err(Into::<BoxError>::into)
             .service(inner);

@@ -16,6 +16,19 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
+/// `rpc_server_requests_total{method}` is the series of this counter family.
+pub const SERVER_REQUESTS: &str = "rpc_server_requests";
+/// gRPC requests received, counted on arrival (the numerator of retry amplification).
+pub const SERVER_REQUESTS_TOTAL: &str = "rpc_server_requests_total";
+/// `rpc_server_responses_total{method, code}` is the series of this counter family.
+pub const SERVER_RESPONSES: &str = "rpc_server_responses";
+/// gRPC responses sent, by method and status code.
+pub const SERVER_RESPONSES_TOTAL: &str = "rpc_server_responses_total";
+/// Histogram of the time from arrival to response headers, by method.
+pub const SERVER_DURATION: &str = "rpc_server_duration_seconds";
+/// The cumulative buckets of [`SERVER_DURATION`] (`le` label, seconds).
+pub const SERVER_DURATION_BUCKET: &str = "rpc_server_duration_seconds_bucket";
+
 /// Latency buckets from 1 ms to about 16 s.
 pub fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -48,17 +61,17 @@ impl ServerMetrics {
             duration: Family::new_with_constructor(latency_histogram),
         };
         registry.register(
-            "rpc_server_requests",
+            SERVER_REQUESTS,
             "gRPC requests received, counted on arrival before any fault or admission check",
             m.requests.clone(),
         );
         registry.register(
-            "rpc_server_responses",
+            SERVER_RESPONSES,
             "gRPC responses sent, by status code",
             m.responses.clone(),
         );
         registry.register(
-            "rpc_server_duration_seconds",
+            SERVER_DURATION,
             "Time from arrival to response headers",
             m.duration.clone(),
         );
@@ -82,28 +95,7 @@ impl std::fmt::Debug for ServerMetrics {
 }
 
 /// Name of a gRPC status code as Prometheus labels and reports use it (`OK`, `UNAVAILABLE`).
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use lab_proto::codes::code_name;
 
 #[derive(Clone, Debug)]
 pub struct ServerMetricsLayer {
@@ -192,3 +184,36 @@ pub fn render(registry: &Registry) -> String {
 
 /// A registry shared read-only once the service has registered everything.
 pub type SharedRegistry = Arc<Registry>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series names readers use are the ones the families really write.
+    #[test]
+    fn series_names_match_the_rendered_families() {
+        let mut registry = Registry::default();
+        let metrics = ServerMetrics::new(&mut registry);
+        let labels = MethodLabels {
+            method: "/m".into(),
+        };
+        metrics.requests.get_or_create(&labels).inc();
+        metrics.duration.get_or_create(&labels).observe(0.1);
+        metrics
+            .responses
+            .get_or_create(&MethodCodeLabels {
+                method: "/m".into(),
+                code: code_name(tonic::Code::Ok).into(),
+            })
+            .inc();
+        let text = render(&registry);
+        for series in [
+            SERVER_REQUESTS_TOTAL,
+            SERVER_RESPONSES_TOTAL,
+            SERVER_DURATION_BUCKET,
+        ] {
+            assert!(text.contains(&format!("\n{series}{{")), "{series}:\n{text}");
+        }
+        assert!(text.contains("code=\"OK\""), "{text}");
+    }
+}

@@ -224,7 +224,7 @@ pub fn fault(body: &[u8]) -> Result<FaultRequest, BadInput> {
     match spec.action {
         Action::Error => {
             let code = string(&map, "code")?.unwrap_or("UNAVAILABLE");
-            if !lab_resilience::config::CODE_NAMES
+            if !lab_proto::codes::CODE_NAMES
                 .iter()
                 .any(|(n, _)| *n == code && *n != "OK")
             {

@@ -38,17 +38,17 @@ impl BreakerMetrics {
     pub fn register(registry: &mut Registry) -> BreakerMetrics {
         let metrics = BreakerMetrics::default();
         registry.register(
-            "resilience_breaker_transitions",
+            crate::metric_names::BREAKER_TRANSITIONS,
             "Circuit breaker state changes, by downstream hop",
             metrics.transitions.clone(),
         );
         registry.register(
-            "resilience_breaker_state",
+            crate::metric_names::BREAKER_STATE,
             "Circuit breaker state by downstream hop: 0 closed, 1 open, 2 half_open",
             metrics.state.clone(),
         );
         registry.register(
-            "resilience_breaker_rejections",
+            crate::metric_names::BREAKER_REJECTIONS,
             "Calls the circuit breaker refused without sending them, by downstream hop",
             metrics.rejections.clone(),
         );

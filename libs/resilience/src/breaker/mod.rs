@@ -76,7 +76,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tower::Layer;
 
-use crate::config::ConfigError;
+use crate::setting::ConfigError;
 
 pub use metrics::BreakerMetrics;
 pub use service::{BreakerService, ResponseFuture};
@@ -174,6 +174,16 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
+    /// Multiplies the open time (and the cap of its backoff, kept at least the open time)
+    /// by `factor`, rounding to whole milliseconds, at least 1 ms.
+    pub fn scale_time(&mut self, factor: f64) {
+        let scale = |ms: u64| ((ms as f64 * factor).round() as u64).max(1);
+        self.open_ms = scale(self.open_ms);
+        if let Some(backoff) = &mut self.open_backoff {
+            backoff.max_ms = scale(backoff.max_ms).max(self.open_ms);
+        }
+    }
+
     /// Checks every value; the error names the key under `key` (e.g. `client.breaker`).
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         fn at_least(key: &str, field: &str, min: u64, value: u64) -> Result<(), ConfigError> {

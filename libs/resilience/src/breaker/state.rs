@@ -17,7 +17,7 @@ use tonic::Code;
 use super::BreakerConfig;
 use super::metrics::{Handles, StateKind, Transition};
 use super::window::Window;
-use crate::config::CodeName;
+use crate::setting::CodeName;
 
 const NANOS_PER_MS: u64 = 1_000_000;
 

@@ -59,7 +59,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::ConfigError;
+use crate::setting::ConfigError;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutLayer};
 pub use client::{ClientDeadline, ClientDeadlineLayer};
@@ -207,7 +207,7 @@ impl DeadlineMetrics {
     pub fn register(registry: &mut Registry) -> DeadlineMetrics {
         let m = DeadlineMetrics::default();
         registry.register(
-            "resilience_deadline_exceeded",
+            crate::metric_names::DEADLINE_EXCEEDED,
             "Calls refused or ended because their deadline passed (server: incoming work; client: outgoing calls)",
             m.exceeded.clone(),
         );

@@ -42,27 +42,27 @@ impl RetryMetrics {
     pub fn register(registry: &mut Registry) -> RetryMetrics {
         let m = RetryMetrics::default();
         registry.register(
-            "resilience_client_requests",
+            crate::metric_names::CLIENT_REQUESTS,
             "Logical client calls per hop (first attempts): the denominator of retry amplification",
             m.requests.clone(),
         );
         registry.register(
-            "resilience_client_attempts",
+            crate::metric_names::CLIENT_ATTEMPTS,
             "Client attempts sent per hop, retries and hedges included",
             m.attempts.clone(),
         );
         registry.register(
-            "resilience_retries",
+            crate::metric_names::RETRIES,
             "Retries decided per hop",
             m.retries.clone(),
         );
         registry.register(
-            "resilience_retry_budget_exhausted",
+            crate::metric_names::RETRY_BUDGET_EXHAUSTED,
             "Retries or hedges not made because the hop's retry budget was empty",
             m.budget_exhausted.clone(),
         );
         registry.register(
-            "resilience_hedges",
+            crate::metric_names::HEDGES,
             "Hedged attempts sent per hop",
             m.hedges.clone(),
         );

@@ -53,7 +53,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CodeName, ConfigError};
+use crate::setting::{CodeName, ConfigError};
 
 pub mod backoff;
 pub mod budget;
