@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use frlab::metrics::{parse_prometheus, sum};
+use frlab::observe::prometheus::{parse_prometheus, sum};
 use frlab::stack::{LocalStack, StackOptions};
 use tools::{root, tool};
 

@@ -207,7 +207,7 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
     );
 }
 
-/// The amplification rules measure the hops `frlab` measures (frlab::metrics::HOPS): the
+/// The amplification rules measure the hops `frlab` measures (frlab::measure::HOPS): the
 /// caller's client counter and the callee's server counter over the hop's methods.
 #[test]
 fn amplification_rules_follow_the_hops_frlab_measures() {
@@ -222,7 +222,7 @@ fn amplification_rules_follow_the_hops_frlab_measures() {
             )
         })
         .collect();
-    let hops: Vec<&str> = frlab::metrics::HOPS.iter().map(|h| h.name).collect();
+    let hops: Vec<&str> = frlab::measure::HOPS.iter().map(|h| h.name).collect();
     assert_eq!(
         amplification
             .keys()
@@ -230,7 +230,7 @@ fn amplification_rules_follow_the_hops_frlab_measures() {
             .collect::<BTreeSet<_>>(),
         hops.iter().copied().collect::<BTreeSet<_>>()
     );
-    for hop in frlab::metrics::HOPS {
+    for hop in frlab::measure::HOPS {
         let expr = &amplification[hop.name];
         let client = format!(
             r#"resilience_client_requests_total{{service="{}",hop="{}"}}"#,
@@ -725,8 +725,8 @@ async fn real_prometheus_counts_what_the_load_generator_sent() {
     let (_, direct) = lab_runtime::client::http_get(gateway.http, "/metrics")
         .await
         .expect("gateway /metrics");
-    let direct_samples = frlab::metrics::parse_prometheus(&direct).unwrap();
-    let direct_requests = frlab::metrics::sum(
+    let direct_samples = frlab::observe::prometheus::parse_prometheus(&direct).unwrap();
+    let direct_requests = frlab::observe::prometheus::sum(
         &direct_samples,
         "rpc_server_requests_total",
         &[("method", "/shop.v1.Gateway/PlaceOrder")],

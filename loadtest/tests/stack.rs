@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use frlab::client;
+use frlab::observe::grpc as client;
 use frlab::stack::{LocalStack, SERVICES, StackOptions, find_binary};
 use lab_proto::shop::v1::gateway_client::GatewayClient;
 use lab_proto::shop::v1::{LineItem, Order, OrderStatus, PlaceOrderRequest};

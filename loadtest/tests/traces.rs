@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use frlab::client;
+use frlab::observe::grpc as client;
 use frlab::stack::{LocalStack, StackOptions};
 use lab_proto::lab::v1::SnapshotRequest;
 use lab_proto::lab::v1::audit_client::AuditClient;

@@ -8,9 +8,12 @@
 //! `lab.v1.Faults` admin ports with the configured token. The page (one HTML, one JS, one
 //! CSS file, no framework) is compiled into the binary: it works offline.
 //!
-//! Layout: [`endpoints`] reads the stack file (`host:port` addresses, so a cluster's DNS
-//! names work), [`poll`] scrapes and builds the snapshot, [`traffic`] sends the orders and
-//! keeps their log, [`input`] checks request bodies, this file serves the API:
+//! Layout: [`poll`] builds the snapshot from the services' scrapes, [`traffic`] sends the
+//! orders and keeps their log, [`input`] checks request bodies, this file serves the API.
+//! The services' addresses come from the stack file (`crate::stack::file`, `host:port`
+//! addresses, so a cluster's DNS names work); scraping, the gRPC calls and the admin
+//! client are `crate::observe`'s; `frlab console`'s flags are in `cli::console`.
+//!
 //!
 //! | method and path | what |
 //! |---|---|
@@ -25,15 +28,12 @@
 //!
 //! A bad request body is answered 400 with `{"error", "field", "value"}`.
 
-pub mod endpoints;
 pub mod input;
 pub mod poll;
 pub mod traffic;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,16 +45,17 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use clap::Args;
 use futures::Stream;
 use lab_proto::lab::v1::{ApplyFaultRequest, ClearFaultRequest};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use self::endpoints::ServiceAddrs;
 use self::input::BadInput;
 use self::poll::Poller;
 use self::traffic::Traffic;
+use crate::observe::faults::faults_client;
+use crate::observe::grpc::describe_status;
+use crate::stack::file::ServiceAddrs;
 
 /// How often the services are polled and a snapshot is pushed.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -64,51 +65,6 @@ pub const READY_PREFIX: &str = "console listening on ";
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
-
-#[derive(Debug, Args)]
-pub struct ConsoleArgs {
-    /// Address to serve the console on. It can inject faults and has no login of its own:
-    /// bind it to a non-loopback address only on a network you trust
-    #[arg(
-        long,
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8080",
-        env = "FRLAB_CONSOLE_LISTEN"
-    )]
-    pub listen: SocketAddr,
-    /// The running stack's endpoints, as `frlab up` writes them (addresses may be
-    /// `host:port` names, e.g. in a cluster)
-    #[arg(long, value_name = "FILE", default_value = "./data/stack.json")]
-    pub stack: PathBuf,
-    /// Bearer token for the services' admin ports (not needed for a stack started by
-    /// `frlab up`)
-    #[arg(long, env = "FRLAB_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-}
-
-/// `frlab console`: serve until ctrl-c or SIGTERM.
-pub async fn run(args: ConsoleArgs) -> Result<ExitCode> {
-    let services = endpoints::read_stack(&args.stack)?;
-    let console = Console::bind(args.listen, services, args.token).await?;
-    let addr = console.local_addr();
-    if !addr.ip().is_loopback() {
-        eprintln!(
-            "warning: the console listens on {addr}, not on loopback; anyone who can reach \
-             it can inject faults"
-        );
-    }
-    println!("{READY_PREFIX}http://{addr}");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    console.serve(shutdown).await?;
-    Ok(ExitCode::SUCCESS)
-}
 
 /// A bound console, ready to serve.
 pub struct Console {
@@ -331,17 +287,14 @@ fn admin_of<'a>(s: &'a Shared, service: &str) -> Result<&'a str, ApiError> {
 fn admin_failed(service: &str, status: &tonic::Status) -> ApiError {
     ApiError::new(
         StatusCode::BAD_GATEWAY,
-        format!(
-            "{service} admin API: {}",
-            crate::client::describe_status(status)
-        ),
+        format!("{service} admin API: {}", describe_status(status)),
     )
 }
 
 async fn inject(State(s): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     let request = input::fault(&body)?;
     let admin = admin_of(&s, &request.service)?;
-    let mut client = crate::chaos::faults_client(admin, s.token.as_deref())
+    let mut client = faults_client(admin, s.token.as_deref())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let fault = request.spec.to_fault(&request.name, None);
     let answer = client
@@ -364,14 +317,14 @@ async fn clear(State(s): State<Arc<Shared>>) -> ApiResult {
     let mut errors = Vec::new();
     for e in s.services.iter().filter(|e| e.admin.is_some()) {
         let admin = e.admin.as_deref().unwrap_or_default();
-        let answer = match crate::chaos::faults_client(admin, s.token.as_deref()) {
+        let answer = match faults_client(admin, s.token.as_deref()) {
             Ok(mut client) => client
                 .clear(ClearFaultRequest {
                     name: String::new(),
                 })
                 .await
                 .map(|a| a.into_inner().cleared)
-                .map_err(|st| format!("{}: {}", e.service, crate::client::describe_status(&st))),
+                .map_err(|st| format!("{}: {}", e.service, describe_status(&st))),
             Err(err) => Err(format!("{err:#}")),
         };
         match answer {

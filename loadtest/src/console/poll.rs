@@ -24,8 +24,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::endpoints::ServiceAddrs;
-use crate::metrics::{Sample, parse_prometheus, sum};
+use lab_resilience::metric_names::{
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_ATTEMPTS_TOTAL, RETRIES_TOTAL,
+};
+use lab_runtime::metrics::{SERVER_DURATION_BUCKET, SERVER_RESPONSES_TOTAL};
+
+use crate::measure::{PLACE_ORDER, increase};
+use crate::observe::prometheus::{Sample, sum};
+use crate::observe::scrape;
+use crate::stack::file::ServiceAddrs;
 
 /// How long one `/state` or `/metrics` read may take.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -38,8 +45,6 @@ pub const HISTORY_POINTS: usize = 120;
 /// Transition log length.
 pub const TRANSITION_LOG: usize = 40;
 
-const PLACE_ORDER: &str = "/shop.v1.Gateway/PlaceOrder";
-
 /// One service's `/state` and `/metrics`, or why they could not be read.
 #[derive(Debug, Clone)]
 pub struct Scrape {
@@ -51,20 +56,10 @@ pub struct Scrape {
 
 /// Reads one service's side port.
 pub async fn scrape(addrs: &ServiceAddrs) -> Scrape {
-    let get = |path: &'static str| async move {
-        match tokio::time::timeout(
-            SCRAPE_TIMEOUT,
-            lab_runtime::client::http_get(addrs.http.as_str(), path),
-        )
-        .await
-        {
-            Err(_) => Err(format!("{path}: no answer within {SCRAPE_TIMEOUT:?}")),
-            Ok(Err(e)) => Err(format!("{path}: {e}")),
-            Ok(Ok((200, body))) => Ok(body),
-            Ok(Ok((code, _))) => Err(format!("{path}: HTTP {code}")),
-        }
-    };
-    let (state, metrics) = tokio::join!(get("/state"), get("/metrics"));
+    let (state, metrics) = tokio::join!(
+        scrape::get(&addrs.http, "/state", SCRAPE_TIMEOUT),
+        scrape::metrics(&addrs.http, SCRAPE_TIMEOUT)
+    );
     let mut errors = Vec::new();
     let state = match state.and_then(|b| serde_json::from_str(&b).map_err(|e| e.to_string())) {
         Ok(v) => v,
@@ -73,7 +68,7 @@ pub async fn scrape(addrs: &ServiceAddrs) -> Scrape {
             Value::Null
         }
     };
-    let samples = match metrics.and_then(|b| parse_prometheus(&b).map_err(|e| e.to_string())) {
+    let samples = match metrics {
         Ok(s) => s,
         Err(e) => {
             errors.push(e);
@@ -114,18 +109,17 @@ impl Tick {
         for s in scrapes {
             if s.service == "gateway" {
                 let method = [("method", PLACE_ORDER)];
-                tick.requests = sum(&s.samples, "rpc_server_responses_total", &method);
+                tick.requests = sum(&s.samples, SERVER_RESPONSES_TOTAL, &method);
                 tick.ok = sum(
                     &s.samples,
-                    "rpc_server_responses_total",
+                    SERVER_RESPONSES_TOTAL,
                     &[("method", PLACE_ORDER), ("code", "OK")],
                 );
                 tick.buckets = s
                     .samples
                     .iter()
                     .filter(|x| {
-                        x.name == "rpc_server_duration_seconds_bucket"
-                            && x.label("method") == Some(PLACE_ORDER)
+                        x.name == SERVER_DURATION_BUCKET && x.label("method") == Some(PLACE_ORDER)
                     })
                     .filter_map(|x| Some((parse_le(x.label("le")?)?, x.value)))
                     .collect();
@@ -133,8 +127,8 @@ impl Tick {
             }
             for x in &s.samples {
                 let map = match x.name.as_str() {
-                    "resilience_retries_total" => &mut tick.retries,
-                    "resilience_client_attempts_total" => &mut tick.attempts,
+                    n if n == RETRIES_TOTAL => &mut tick.retries,
+                    n if n == CLIENT_ATTEMPTS_TOTAL => &mut tick.attempts,
                     _ => continue,
                 };
                 if let Some(hop) = x.label("hop") {
@@ -152,12 +146,6 @@ fn parse_le(le: &str) -> Option<f64> {
     } else {
         le.parse().ok()
     }
-}
-
-/// An increase of a counter; a counter that went down was reset (its service restarted),
-/// so its new value is the increase.
-fn increase(older: f64, newer: f64) -> f64 {
-    if newer >= older { newer - older } else { newer }
 }
 
 /// Rates between two ticks.
@@ -255,7 +243,7 @@ pub fn transition_counters(scrapes: &[Scrape]) -> BTreeMap<TransitionKey, f64> {
     let mut counters = BTreeMap::new();
     for s in scrapes {
         for x in &s.samples {
-            if x.name != "resilience_breaker_transitions_total" {
+            if x.name != BREAKER_TRANSITIONS_TOTAL {
                 continue;
             }
             if let (Some(hop), Some(from), Some(to)) =
@@ -464,6 +452,7 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::prometheus::parse_prometheus;
 
     fn scrape(service: &str, metrics: &str, state: Value) -> Scrape {
         Scrape {

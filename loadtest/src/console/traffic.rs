@@ -21,9 +21,14 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::endpoints::ServiceAddrs;
+use lab_proto::codes::code_name;
+use lab_resilience::metric_names::CLIENT_ATTEMPTS_TOTAL;
+use lab_runtime::metrics::SERVER_REQUESTS_TOTAL;
+
 use super::poll::scrape;
-use crate::client;
+use crate::measure::PLACE_ORDER;
+use crate::observe::grpc as client;
+use crate::stack::file::ServiceAddrs;
 
 /// How many orders the log keeps.
 pub const LOG_LEN: usize = 50;
@@ -161,7 +166,7 @@ impl Traffic {
                 entry.message = placed.order.failure_reason.clone();
             }
             Err(status) => {
-                entry.code = client::code_name(status.code()).into();
+                entry.code = code_name(status.code()).into();
                 entry.outcome = entry.code.clone();
                 entry.message = status.message().to_string();
             }
@@ -195,7 +200,7 @@ impl Traffic {
         let mut counters = HopCounters::default();
         for s in &scrapes {
             for x in &s.samples {
-                if x.name == "resilience_client_attempts_total"
+                if x.name == CLIENT_ATTEMPTS_TOTAL
                     && let Some(hop) = x.label("hop")
                 {
                     *counters
@@ -204,8 +209,8 @@ impl Traffic {
                         .or_default() += x.value;
                 }
                 if s.service == "gateway"
-                    && x.name == "rpc_server_requests_total"
-                    && x.label("method") == Some("/shop.v1.Gateway/PlaceOrder")
+                    && x.name == SERVER_REQUESTS_TOTAL
+                    && x.label("method") == Some(PLACE_ORDER)
                 {
                     counters.requests += x.value;
                 }

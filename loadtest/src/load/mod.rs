@@ -25,9 +25,9 @@
 //!   a request due while that many are unanswered is *dropped* and counted, never delayed.
 //!
 //! Layout: [`schedule`] (rates and intended times, pure functions), [`report`] (what is
-//! recorded and printed), [`command`] (`frlab load`), and this module (the run itself).
+//! recorded and printed), and this module (the run itself); the flags of `frlab load` are
+//! in `cli::load`.
 
-pub mod command;
 pub mod report;
 pub mod schedule;
 
@@ -48,11 +48,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-pub use command::LoadArgs;
 pub use report::{LoadReport, Percentiles, SATURATED_LAG_P99_MS, SecondStats};
 pub use schedule::Schedule;
 
 use report::{Finished, Recorder, RunSpec};
+
+/// Default cap on unanswered requests (`frlab load --max-in-flight`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// Default number of HTTP/2 connections to the gateway (`frlab load --connections`).
+pub const DEFAULT_CONNECTIONS: usize = 4;
 
 /// The most requests one run may issue, so a typo in the rate or duration is refused.
 pub const MAX_REQUESTS: u64 = 50_000_000;
@@ -120,8 +124,8 @@ impl LoadConfig {
             client_retries: 0,
             seed: 1,
             key_prefix: format!("load-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            max_in_flight: command::DEFAULT_MAX_IN_FLIGHT,
-            connections: command::DEFAULT_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            connections: DEFAULT_CONNECTIONS,
             items: Vec::new(),
         }
     }
@@ -283,7 +287,7 @@ impl Target for GatewayTarget {
                 Some(order) if order.status == OrderStatus::Confirmed as i32 => Ok(()),
                 _ => Err("OK_NOT_CONFIRMED"),
             },
-            Err(status) => Err(crate::client::code_name(status.code())),
+            Err(status) => Err(lab_proto::codes::code_name(status.code())),
         }
     }
 }
@@ -307,7 +311,7 @@ impl Target for HealthTarget {
         match HealthClient::new(self.channels.next()).check(request).await {
             Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
             Ok(_) => Err("NOT_SERVING"),
-            Err(status) => Err(crate::client::code_name(status.code())),
+            Err(status) => Err(lab_proto::codes::code_name(status.code())),
         }
     }
 }

@@ -327,7 +327,8 @@ impl Exposition {
                 continue;
             }
         }
-        let samples = frlab::metrics::parse_prometheus(text).map_err(|e| e.to_string())?;
+        let samples =
+            frlab::observe::prometheus::parse_prometheus(text).map_err(|e| e.to_string())?;
         for s in samples {
             self.series
                 .entry(s.name)

@@ -6,7 +6,11 @@
 //! its gRPC health to report SERVING. Children die with frlab (`PR_SET_PDEATHSIG`), sit in
 //! their own process group (a terminal ctrl-c reaches frlab, which stops them in order)
 //! and are SIGKILLed when the stack is dropped, so a panicking test leaves no orphans.
+//!
+//! [`file`] is the stack file: where a running stack's services listen, as `frlab up`
+//! writes it and `frlab chaos` / `frlab console` read it.
 
+pub mod file;
 mod process;
 
 use std::collections::HashMap;

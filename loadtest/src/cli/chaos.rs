@@ -8,14 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use lab_chaos::spec::{FaultInjection, parse_documents};
-use lab_proto::lab::v1::faults_client::FaultsClient;
 use lab_proto::lab::v1::{ApplyFaultRequest, ClearFaultRequest, ListFaultsRequest};
-use tonic::transport::Channel;
 
-use crate::stack::Endpoint;
-
-/// The file `frlab up` writes next to the services' data: one [`Endpoint`] per service.
-pub const STACK_FILE: &str = "stack.json";
+use crate::observe::faults::{AdminClient, faults_client};
+use crate::stack::file::{ServiceAddrs, read_stack};
 
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
@@ -61,23 +57,6 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode> {
     }
 }
 
-/// The text of the stack file a running `frlab up` wrote; the error says how to get one.
-pub fn read_stack_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read {} — is `frlab up` running? It writes this file on start (pass \
-             --stack FILE if its --data-dir is not ./data)",
-            path.display()
-        )
-    })
-}
-
-/// Reads the endpoints a running `frlab up` wrote.
-pub fn read_stack(path: &Path) -> Result<Vec<Endpoint>> {
-    let text = read_stack_text(path)?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a stack file", path.display()))
-}
-
 /// Parses and validates every document; an error names the document and the field.
 pub fn load_documents(file: &Path) -> Result<Vec<FaultInjection>> {
     let text =
@@ -95,38 +74,12 @@ pub fn load_documents(file: &Path) -> Result<Vec<FaultInjection>> {
     Ok(docs)
 }
 
-fn admin_client(endpoint: &Endpoint, token: Option<&str>) -> Result<AdminClient> {
+fn admin_client(endpoint: &ServiceAddrs, token: Option<&str>) -> Result<AdminClient> {
     let admin = endpoint
         .admin
+        .as_deref()
         .with_context(|| format!("{} has no admin port in the stack file", endpoint.service))?;
-    faults_client(&admin.to_string(), token)
-}
-
-/// A `lab.v1.Faults` client of an admin port.
-pub type AdminClient = FaultsClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
-
-/// A `lab.v1.Faults` client of the admin port at `admin` (`host:port`), sending `token` as
-/// a bearer token when given. Connects lazily.
-pub fn faults_client(admin: &str, token: Option<&str>) -> Result<AdminClient> {
-    let channel = lab_runtime::client::lazy_channel("--stack", &format!("http://{admin}"))?;
-    let header = token
-        .map(|t| format!("Bearer {t}").parse())
-        .transpose()
-        .context("the admin token is not a valid header value")?;
-    Ok(FaultsClient::with_interceptor(channel, Auth(header)))
-}
-
-/// Adds `authorization: Bearer TOKEN` when a token is given.
-#[derive(Clone)]
-pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            req.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(req)
-    }
+    faults_client(admin, token)
 }
 
 async fn apply(args: &ChaosArgs, file: &Path, seed: Option<u64>) -> Result<ExitCode> {
@@ -155,7 +108,7 @@ async fn apply(args: &ChaosArgs, file: &Path, seed: Option<u64>) -> Result<ExitC
                 anyhow::anyhow!(
                     "{}: {}: {}",
                     endpoint.service,
-                    crate::client::code_name(s.code()),
+                    lab_proto::codes::code_name(s.code()),
                     s.message()
                 )
             })?

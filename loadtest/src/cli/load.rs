@@ -9,12 +9,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{ArgGroup, Args};
 use lab_proto::shop::v1::LineItem;
 
-use super::{LoadConfig, Schedule};
-
-/// Default of `--max-in-flight`.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
-/// Default of `--connections`.
-pub const DEFAULT_CONNECTIONS: usize = 4;
+use crate::load::{Call, DEFAULT_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, LoadConfig, Schedule};
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("load").required(true).args(["rate", "schedule"])))]
@@ -24,8 +19,8 @@ pub struct LoadArgs {
     pub gateway: String,
     /// What each request calls: place-order (the workload) or health (the gateway's
     /// grpc.health.v1 Check, almost free for the server: measures the generator itself)
-    #[arg(long, value_enum, default_value_t = super::Call::PlaceOrder)]
-    pub call: super::Call,
+    #[arg(long, value_enum, default_value_t = Call::PlaceOrder)]
+    pub call: Call,
     /// Constant arrival rate in requests per second (same as --schedule constant:RPS)
     #[arg(long, value_name = "RPS", value_parser = parse_rate)]
     pub rate: Option<f64>,
@@ -125,7 +120,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
             config.key_prefix
         );
     }
-    let report = super::run(config, |p| {
+    let report = crate::load::run(config, |p| {
         if show_progress {
             // \r and erase-line: one line, rewritten each second.
             eprint!("\r\x1b[K{p}");

@@ -1,6 +1,8 @@
-//! Where the console finds the services: the stack file (`frlab up` writes it; the Helm
-//! chart mounts one), with addresses as `host:port` strings so that both socket addresses
-//! (`127.0.0.1:50051`, local) and DNS names (`gateway:50051`, in a cluster) are accepted.
+//! The stack file: where every service of a running stack listens. `frlab up` writes it
+//! ([`write_stack`], `<data-dir>/stack.json`), the Helm chart mounts one for the console, and
+//! `frlab chaos` and `frlab console` read it ([`read_stack`]). Addresses are `host:port`
+//! strings so that both socket addresses (`127.0.0.1:50051`, local) and DNS names
+//! (`gateway:50051`, in a cluster) are accepted.
 
 use std::path::Path;
 
@@ -8,6 +10,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::stack::Endpoint;
+
+/// The file `frlab up` writes next to the services' data.
+pub const STACK_FILE: &str = "stack.json";
 
 /// One service's addresses, each `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,10 +96,25 @@ pub fn parse_stack(text: &str) -> Result<Vec<ServiceAddrs>> {
     Ok(services)
 }
 
-/// Reads and checks a stack file (see [`parse_stack`]).
+/// Reads and checks the stack file a running `frlab up` wrote (see [`parse_stack`]); when
+/// there is none, the error says how to get one.
 pub fn read_stack(path: &Path) -> Result<Vec<ServiceAddrs>> {
-    let text = crate::chaos::read_stack_text(path)?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read {} — is `frlab up` running? It writes this file on start (pass \
+             --stack FILE if its --data-dir is not ./data)",
+            path.display()
+        )
+    })?;
     parse_stack(&text).with_context(|| format!("{} is not a valid stack file", path.display()))
+}
+
+/// Writes the stack file of a running stack's endpoints (pretty JSON, what [`read_stack`]
+/// reads).
+pub fn write_stack(path: &Path, endpoints: &[Endpoint]) -> Result<()> {
+    let services: Vec<ServiceAddrs> = endpoints.iter().map(ServiceAddrs::from).collect();
+    std::fs::write(path, serde_json::to_string_pretty(&services)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,15 +1,16 @@
-//! The gRPC calls the commands make (one PlaceOrder, Audit snapshots) and how their
-//! answers are printed.
+//! The gRPC calls frlab makes of the services (one PlaceOrder, Audit snapshots) and how
+//! their answers are printed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use lab_proto::codes::code_name;
 use lab_proto::lab::v1::audit_client::AuditClient;
 use lab_proto::lab::v1::{SnapshotRequest, SnapshotResponse};
 use lab_proto::shop::v1::gateway_client::GatewayClient;
 use lab_proto::shop::v1::{Money, Order, OrderStatus, PlaceOrderRequest};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 /// A lazily connecting channel: connection failures surface as UNAVAILABLE on the call.
 pub fn channel(url: &str) -> Result<Channel> {
@@ -53,10 +54,15 @@ pub async fn place_order(
     })
 }
 
-/// lab.v1.Audit/Snapshot of the service at `url` (counters only).
-pub async fn audit_snapshot(url: &str, timeout: Duration) -> Result<SnapshotResponse> {
+/// lab.v1.Audit/Snapshot of the service at `url`: its counters, and with `include_ids` the
+/// id sets the invariants are computed from.
+pub async fn audit_snapshot(
+    url: &str,
+    timeout: Duration,
+    include_ids: bool,
+) -> Result<SnapshotResponse> {
     let mut client = AuditClient::new(channel(url)?);
-    let mut request = tonic::Request::new(SnapshotRequest { include_ids: false });
+    let mut request = tonic::Request::new(SnapshotRequest { include_ids });
     request.set_timeout(timeout);
     let answer = tokio::time::timeout(timeout, client.snapshot(request))
         .await
@@ -81,29 +87,6 @@ pub fn status_name(status: i32) -> String {
     match OrderStatus::try_from(status) {
         Ok(s) => s.as_str_name().trim_start_matches("ORDER_STATUS_").into(),
         Err(_) => format!("UNKNOWN({status})"),
-    }
-}
-
-/// The canonical gRPC name of a code, as grpcurl and the specs print it.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

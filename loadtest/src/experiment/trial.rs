@@ -1,0 +1,336 @@
+//! One trial on a fresh local stack: warm-up, the measured load with the scenario's fault,
+//! the drain, the scrapes and audits, and the [`Trial`] record computed from them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use lab_proto::lab::v1::ApplyFaultRequest;
+
+use super::plan::{Backend, Plan, ScenarioDef};
+use crate::load::{self, LoadConfig, LoadReport, Schedule};
+use crate::measure::{self, Audit, Audits};
+use crate::observe::prometheus::Sample;
+use crate::observe::{faults, grpc, scrape};
+use crate::report::{Breaker, FaultWindow, Generator, Latency, Trial};
+use crate::stack::{LocalStack, StackOptions};
+
+/// How long outboxes get to empty before the audits are read.
+pub(super) const DRAIN: Duration = Duration::from_secs(10);
+
+/// One trial on a fresh stack (its own temporary data directory, ephemeral ports).
+pub async fn run_trial(
+    plan: &Plan,
+    backend: &Backend,
+    profile: &str,
+    profile_yaml: &str,
+    def: &ScenarioDef,
+    trial: u32,
+    seed: u64,
+) -> Result<Trial> {
+    let dir = std::env::temp_dir().join(format!("frlab-trial-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let profile_file = dir.join(format!("{profile}.yaml"));
+    std::fs::write(&profile_file, profile_yaml)?;
+    let mut opts = StackOptions::new(dir.join("data"));
+    opts.bin_dir = backend.bin_dir.clone();
+    opts.database_url = backend.database_url.clone();
+    opts.redis_url = backend.redis_url.clone();
+    if backend.database_url.is_some() {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        opts.schema_prefix = Some(format!("x{}_", &tag[..8]));
+    }
+    opts.profile = Some(profile_file.display().to_string());
+    opts.ephemeral_ports = true;
+    opts.log_dir = Some(dir.join("logs"));
+    opts.extra_args
+        .insert("payments".into(), vec!["--seed".into(), seed.to_string()]);
+    let mut stack = LocalStack::start(opts).await?;
+    let measured = measured_phase(plan, &mut stack, def, trial, seed).await;
+    let stopped = stack.stop().await;
+    match (&measured, &stopped) {
+        // Keep the logs of a failed trial for whoever reads the error.
+        (Err(_), _) | (_, Err(_)) => {
+            eprintln!("  logs kept in {}", dir.join("logs").display())
+        }
+        _ => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let trial = measured?;
+    stopped?;
+    Ok(trial)
+}
+
+/// Warm-up, scrape, measured load with the fault, drain, scrape, audits.
+async fn measured_phase(
+    plan: &Plan,
+    stack: &mut LocalStack,
+    def: &ScenarioDef,
+    trial: u32,
+    seed: u64,
+) -> Result<Trial> {
+    let gateway = stack.gateway_url();
+    let mut warm = LoadConfig::new(
+        &gateway,
+        Schedule::Constant { rate: plan.rate },
+        plan.warmup,
+    );
+    warm.deadline = plan.deadline;
+    warm.seed = seed;
+    warm.key_prefix = format!("warm-{trial}-{seed}");
+    load::run(warm, |_| {}).await.context("warm-up load")?;
+
+    let before = scrape_all(stack).await?;
+    let cpu_before = cpu_all(stack);
+    let measured = plan.pre_fault + plan.fault + plan.recovery;
+    let schedule = match def.overload {
+        Some(k) => Schedule::Spike {
+            base: plan.rate,
+            peak: plan.rate * k,
+            at: plan.pre_fault,
+            length: plan.fault,
+        },
+        None => Schedule::Constant { rate: plan.rate },
+    };
+    let mut config = LoadConfig::new(&gateway, schedule, measured);
+    config.deadline = plan.deadline;
+    config.client_retries = def.client_retries;
+    config.seed = seed;
+    config.key_prefix = format!("t{trial}-{seed}");
+    // Breaker states are sampled while the load runs (the crash scenarios restart a
+    // process: its scrapes fail for a moment and are skipped).
+    let http: Vec<std::net::SocketAddr> = stack.endpoints().iter().map(|e| e.http).collect();
+    let (stop_sampling, sampling) = tokio::sync::oneshot::channel::<()>();
+    let sampler = tokio::spawn(sample_breakers(http, sampling));
+    let (report, injected) =
+        tokio::join!(load::run(config, |_| {}), inject(plan, stack, def, seed));
+    let _ = stop_sampling.send(());
+    let breaker_samples = sampler.await.unwrap_or_default();
+    let report = report.context("measured load")?;
+    injected.context("injecting the fault")?;
+
+    drain(stack).await;
+    let after = scrape_all(stack).await?;
+    let audits = audit_all(stack).await?;
+    let deltas = measure::counter_deltas(&before, &after);
+    // CPU used during the measured phase; a restarted process counts from its start.
+    let mut cpu_s: BTreeMap<String, f64> = cpu_all(stack)
+        .into_iter()
+        .map(|(service, (pid, now))| {
+            let was = match cpu_before.get(&service) {
+                Some((old_pid, was)) if *old_pid == pid => *was,
+                _ => 0.0,
+            };
+            (service, now - was)
+        })
+        .collect();
+    cpu_s.insert("frlab".into(), report.generator_cpu_s);
+    let mut trial = trial_from(plan, def, trial, seed, &report, &deltas, &audits, cpu_s);
+    trial.breaker.time_open_s = Some(measure::time_not_closed(
+        &breaker_samples,
+        measured.as_secs_f64(),
+    ));
+    Ok(trial)
+}
+
+/// How often the breaker states are sampled during the measured load.
+const BREAKER_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// Samples whether any breaker is not closed (open or half-open) on any service, every
+/// [`BREAKER_SAMPLE_EVERY`], until `stop`: `(seconds since start, any not closed)`.
+async fn sample_breakers(
+    http: Vec<std::net::SocketAddr>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<(f64, bool)> {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(BREAKER_SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return samples,
+            _ = tick.tick() => {}
+        }
+        let at = start.elapsed().as_secs_f64();
+        let mut open = false;
+        for addr in &http {
+            if let Ok(parsed) = scrape::metrics(&addr.to_string(), SCRAPE_TIMEOUT).await {
+                open |= measure::any_breaker_not_closed(&parsed);
+            }
+        }
+        samples.push((at, open));
+    }
+}
+
+/// Every number of one trial, from what was measured.
+#[allow(clippy::too_many_arguments)]
+pub fn trial_from(
+    plan: &Plan,
+    def: &ScenarioDef,
+    trial: u32,
+    seed: u64,
+    report: &LoadReport,
+    deltas: &[Sample],
+    audits: &Audits,
+    cpu_s_per_process: BTreeMap<String, f64>,
+) -> Trial {
+    let timeline: Vec<measure::Window> = report
+        .timeline
+        .iter()
+        .map(|s| measure::Window {
+            second: s.second,
+            issued: s.issued,
+            succeeded: s.succeeded,
+            p95_ms: s.p95_ms,
+        })
+        .collect();
+    let has_fault = def.manifest.is_some() || def.kill.is_some() || def.overload.is_some();
+    let fault_start = plan.pre_fault.as_secs_f64();
+    let fault_end = fault_start + plan.fault.as_secs_f64();
+    let end = fault_end + plan.recovery.as_secs_f64();
+    let baseline = measure::baseline_rate(&timeline, fault_start);
+    let recovery = match (has_fault, baseline) {
+        (true, Some(b)) => Some(measure::recovery(&timeline, fault_end, b, end)),
+        _ => None,
+    };
+    let invariants = measure::Invariants::from_audits(audits);
+    Trial {
+        trial,
+        seed,
+        issued: report.issued,
+        succeeded: report.succeeded,
+        success_rate: (report.issued > 0).then(|| report.success_rate()),
+        goodput_rps: report.goodput_rps,
+        latency_ms: Latency {
+            p50: report.latency_ms.p50,
+            p95: report.latency_ms.p95,
+            p99: report.latency_ms.p99,
+            max: report.latency_ms.max,
+        },
+        amplification: measure::Amplification::from_samples(deltas, report.issued),
+        duplicates: invariants.duplicates,
+        lost_events: invariants.lost_events,
+        orphaned_reservations: invariants.orphaned_reservations,
+        wasted_charges: invariants.wasted_charges,
+        baseline_success_rate: baseline,
+        recovery,
+        breaker: Breaker {
+            opens: measure::breaker_opens(deltas),
+            time_open_s: None,
+        },
+        rejections: measure::Rejections::from_samples(deltas),
+        generator: Generator {
+            lag_p99_ms: report.lag_ms.p99,
+            dropped: report.dropped,
+            cpu_s: report.generator_cpu_s,
+            saturated: report.saturated,
+        },
+        cpu_s_per_process,
+        fault_window: has_fault.then_some(FaultWindow {
+            start_s: fault_start,
+            end_s: fault_end,
+        }),
+        timeline,
+    }
+}
+
+/// At the fault offset: apply the scenario's FaultInjection (its duration set to the
+/// plan's fault window, its seed to the trial's), or SIGKILL a service and restart it when
+/// the window ends.
+async fn inject(plan: &Plan, stack: &mut LocalStack, def: &ScenarioDef, seed: u64) -> Result<()> {
+    tokio::time::sleep(plan.pre_fault).await;
+    if let Some(yaml) = def.manifest {
+        for doc in lab_chaos::spec::parse_documents(yaml)? {
+            let mut spec = doc.spec.clone();
+            spec.duration = format!("{}ms", plan.fault.as_millis());
+            spec.validate()?;
+            let service = spec.selector.service.clone();
+            let endpoint = stack
+                .endpoint(&service)
+                .with_context(|| format!("{service} is not running"))?;
+            let admin = endpoint
+                .admin
+                .with_context(|| format!("{service} announced no admin port"))?;
+            faults::faults_client(&admin.to_string(), None)?
+                .apply(ApplyFaultRequest {
+                    fault: Some(spec.to_fault(&doc.metadata.name, Some(seed))),
+                })
+                .await
+                .map_err(|s| anyhow!("{service}: {}", s.message()))?;
+        }
+    }
+    if let Some(service) = def.kill {
+        stack.kill(service).await?;
+        tokio::time::sleep(plan.fault).await;
+        stack.restart(service).await?;
+    }
+    Ok(())
+}
+
+/// How long one scrape or one Audit snapshot of the experiment may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every service's /metrics, as one list (each series carries its `service` label).
+async fn scrape_all(stack: &LocalStack) -> Result<Vec<Sample>> {
+    let mut all = Vec::new();
+    for ep in stack.endpoints() {
+        let samples = scrape::metrics(&ep.http.to_string(), SCRAPE_TIMEOUT)
+            .await
+            .map_err(|e| anyhow!("scraping {}: {e}", ep.metrics_url()))?;
+        all.extend(samples);
+    }
+    Ok(all)
+}
+
+/// One service's Audit snapshot with its id sets.
+async fn audit(stack: &LocalStack, service: &str) -> Result<Audit> {
+    let ep = stack
+        .endpoint(service)
+        .with_context(|| format!("{service} is not running"))?;
+    let answer = grpc::audit_snapshot(&ep.grpc_url(), SCRAPE_TIMEOUT, true).await?;
+    Ok(Audit::from(&answer))
+}
+
+async fn audit_all(stack: &LocalStack) -> Result<Audits> {
+    Ok(Audits {
+        orders: audit(stack, "orders").await?,
+        payments: audit(stack, "payments").await?,
+        notifications: audit(stack, "notifications").await?,
+        inventory: audit(stack, "inventory").await?,
+    })
+}
+
+/// Waits (at most [`DRAIN`]) for the orders outbox to empty.
+async fn drain(stack: &LocalStack) {
+    let deadline = Instant::now() + DRAIN;
+    while Instant::now() < deadline {
+        match audit(stack, "orders").await {
+            Ok(a) if a.counter("outbox_backlog") == 0 => return,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// CPU seconds (user + system) of every service process so far, with its pid.
+fn cpu_all(stack: &LocalStack) -> HashMap<String, (u32, f64)> {
+    stack
+        .endpoints()
+        .iter()
+        .filter_map(|ep| {
+            let pid = stack.pid(&ep.service)?;
+            Some((ep.service.clone(), (pid, process_cpu_s(pid)?)))
+        })
+        .collect()
+}
+
+/// utime + stime of a process from /proc (clock ticks of 100 Hz, as Linux reports them).
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
