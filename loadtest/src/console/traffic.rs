@@ -26,6 +26,7 @@ use lab_resilience::metric_names::CLIENT_ATTEMPTS_TOTAL;
 use lab_runtime::metrics::SERVER_REQUESTS_TOTAL;
 
 use super::poll::scrape;
+use crate::load::{Pacer, Schedule};
 use crate::measure::PLACE_ORDER;
 use crate::observe::grpc as client;
 use crate::stack::file::ServiceAddrs;
@@ -245,9 +246,9 @@ impl Traffic {
         let traffic = self.clone();
         tokio::spawn(async move {
             let mut sent = Vec::new();
-            let mut ticks = schedule(rate);
+            let mut pace = pacer(rate);
             for _ in 0..count {
-                ticks.tick().await;
+                pace.next().await;
                 let t = traffic.clone();
                 sent.push(tokio::spawn(async move {
                     let entry = t.place(Origin::Burst).await;
@@ -266,9 +267,8 @@ impl Traffic {
     pub fn start_load(self: &Arc<Self>, rate: f64) {
         let traffic = self.clone();
         let task = tokio::spawn(async move {
-            let mut ticks = schedule(rate);
-            loop {
-                ticks.tick().await;
+            let mut pace = pacer(rate);
+            while pace.next().await.is_some() {
                 let t = traffic.clone();
                 tokio::spawn(async move {
                     let entry = t.place(Origin::Load).await;
@@ -312,12 +312,14 @@ impl Drop for Traffic {
     }
 }
 
-/// Ticks `rate` times a second. Ticks that are late (a busy machine) fire at once rather
-/// than being skipped, so the number of orders sent stays what was asked (open loop).
-fn schedule(rate: f64) -> tokio::time::Interval {
-    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    interval
+/// `rate` orders a second from now, for as long as asked: open loop, as the load
+/// generator paces its requests (a late order is sent at once, never skipped).
+fn pacer(rate: f64) -> Pacer {
+    Pacer::new(
+        Schedule::Constant { rate },
+        None,
+        tokio::time::Instant::now(),
+    )
 }
 
 #[derive(Debug, Default, Clone)]

@@ -136,6 +136,31 @@ mod tests {
     }
 
     #[test]
+    fn write_stack_writes_what_read_stack_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STACK_FILE);
+        let endpoints = vec![Endpoint {
+            service: "gateway".into(),
+            grpc: "127.0.0.1:50051".parse().unwrap(),
+            http: "127.0.0.1:9101".parse().unwrap(),
+            admin: None,
+        }];
+        write_stack(&path, &endpoints).unwrap();
+        // The same text as the endpoints themselves serialize to: older readers still work.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, serde_json::to_string_pretty(&endpoints).unwrap());
+        assert_eq!(
+            read_stack(&path).unwrap(),
+            vec![ServiceAddrs::from(&endpoints[0])]
+        );
+        let err = format!(
+            "{:#}",
+            read_stack(&dir.path().join("none.json")).unwrap_err()
+        );
+        assert!(err.contains("frlab up"), "{err}");
+    }
+
+    #[test]
     fn accepts_cluster_dns_names() {
         let text = r#"[
           {"service":"gateway","grpc":"gateway:50051","http":"gateway:8081","admin":"gateway:50061"},
