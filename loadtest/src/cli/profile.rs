@@ -81,11 +81,15 @@ pub fn show(named: &profiles::Named) -> String {
             "direct call after commit (best effort)"
         }
     ));
-    let callers = |hop: &str| match hop {
-        "orders" => "gateway -> orders",
-        "inventory" => "orders -> inventory",
-        "payments" => "orders -> payments",
-        _ => "orders -> notifications",
+    // Who calls each hop: the request flow of `measure::HOPS`.
+    let callers = |hop: &str| {
+        crate::measure::HOPS
+            .iter()
+            .find(|h| h.name == hop)
+            .map_or_else(
+                || hop.to_string(),
+                |h| format!("{} -> {}", h.caller, h.name),
+            )
     };
     for hop in HOPS {
         out.push_str(&format!("\nclient {}:\n", callers(hop)));

@@ -155,20 +155,7 @@ impl RecoverySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Windows of 100 requests each, `succeeded[i]` of them OK, from second 0.
-    fn timeline(succeeded: &[u64]) -> Vec<Window> {
-        succeeded
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| Window {
-                second: i as u32,
-                issued: 100,
-                succeeded: s,
-                p95_ms: Some(10.0),
-            })
-            .collect()
-    }
+    use crate::measure::timeline::tests::timeline;
 
     #[test]
     fn mttr_is_fault_end_to_start_of_first_five_healthy_windows() {

@@ -63,11 +63,11 @@ pub fn mean_timeline<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Windows of 100 requests each, `succeeded[i]` of them OK, from second 0.
-    fn timeline(succeeded: &[u64]) -> Vec<Window> {
+    pub(in crate::measure) fn timeline(succeeded: &[u64]) -> Vec<Window> {
         succeeded
             .iter()
             .enumerate()
