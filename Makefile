@@ -77,13 +77,18 @@ K8S_PREFIX ?= /opt/frlab-k8s
 K8S_RUN ?= /tmp/frlab-k8s
 IMAGE_ARCHIVE ?= target/image/$(IMAGE_REPO)-$(IMAGE_TAG).tar
 CLUSTER ?= kind
+# Set here, not taken from the environment: a make run by a test of `make test` must not
+# inherit its parent's cluster settings (a command-line K8S_VALUES=... still wins).
 ifeq ($(CLUSTER),local)
 # Its kubeconfig, its values (hostNetwork, pullPolicy Never, no bundled servers) and a
 # Prometheus process on the host for experiment-k8s.
 export KUBECONFIG := $(K8S_RUN)/kubeconfig
-K8S_VALUES ?= k8s/local/values.yaml
-PROMETHEUS ?= local
-else ifneq ($(CLUSTER),kind)
+K8S_VALUES := k8s/local/values.yaml
+PROMETHEUS := local
+else ifeq ($(CLUSTER),kind)
+K8S_VALUES :=
+PROMETHEUS := chart
+else
 $(error CLUSTER=$(CLUSTER): expected kind or local)
 endif
 export K8S_NAMESPACE RELEASE IMAGE_REPO IMAGE_TAG K8S_PREFIX K8S_RUN K8S_VALUES PROMETHEUS

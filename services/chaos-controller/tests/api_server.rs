@@ -19,11 +19,13 @@ use chaos_controller::pod_faults::GrpcPodFaults;
 use chaos_controller::reconcile::{FINALIZER, controller};
 use chaos_controller::{Context, FaultInjection, Phase, crd, error_policy, reconcile};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, ResourceExt};
 use lab_chaos::{AdminAuth, FaultSet, FaultsAdmin, admin_server};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -32,6 +34,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 const TOKEN: &str = "s3cret";
+/// Marks the namespace and Node this test creates.
+const TEST_LABEL: &str = "frlab.dev/test=chaos-controller";
 
 async fn client() -> Client {
     let run = PathBuf::from(std::env::var("K8S_RUN").unwrap_or_else(|_| "/tmp/frlab-k8s".into()));
@@ -183,28 +187,59 @@ async fn the_controller_reconciles_fault_injections_on_a_real_api_server() {
     let client = client().await;
     install_crd(&client).await;
 
-    // A namespace and a Node object of this test's own.
+    // A namespace and a Node object of this test's own (unschedulable: the scheduler must
+    // not place real pods on it), after removing those a failed run left behind.
     let id = std::process::id();
     let ns = format!("chaos-controller-test-{id}");
     let node = format!("chaos-controller-test-{id}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mine = ListParams::default().labels(TEST_LABEL);
+    for old in nodes.list(&mine).await.unwrap() {
+        let _ = nodes
+            .delete(&old.name_any(), &DeleteParams::default())
+            .await;
+    }
+    for old in namespaces.list(&mine).await.unwrap() {
+        let _ = namespaces
+            .delete(&old.name_any(), &DeleteParams::default())
+            .await;
+    }
+    let (key, value) = TEST_LABEL.split_once('=').unwrap();
+    let metadata = |name: &str| json!({ "name": name, "labels": { key: value } });
     namespaces
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap(),
+            &serde_json::from_value(json!({ "metadata": metadata(&ns) })).unwrap(),
         )
         .await
         .unwrap();
-    let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({ "metadata": { "name": node } })).unwrap(),
+            &serde_json::from_value(
+                json!({ "metadata": metadata(&node), "spec": { "unschedulable": true } }),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let injections: Api<FaultInjection> = Api::namespaced(client.clone(), &ns);
+    // Pods are admitted once the namespace's default ServiceAccount has its token.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "the namespace's default ServiceAccount token",
+        Duration::from_secs(60),
+        || {
+            let accounts = accounts.clone();
+            async move {
+                let sa = accounts.get_opt("default").await.ok()??;
+                (!sa.secrets?.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
 
     let (admin, faults, _stop_admin) = spawn_admin().await;
     let pod = fake_pod(&pods, "payments-a", &node, admin).await;
