@@ -35,7 +35,7 @@ fi
 stop containerd
 # A shim outlives containerd: end those of this cluster (their command line names its socket).
 for d in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -q "^/usr/bin/containerd-shim-runc-v2 .*-address $SOCK "; then
+    if tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -q "^/usr/bin/containerd-shim-runc-v2 .*-address $SOCK "; then
         kill -KILL "${d#/proc/}" 2>/dev/null
     fi
 done

@@ -183,6 +183,21 @@ fn helm_enforces_the_schema_and_refuses_unknown_keys() {
     );
 }
 
+/// A container's ports as (name, number).
+fn container_ports(container: &Value) -> Vec<(String, u64)> {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Every pod spec of the rendered objects: (kind/name, pod spec).
 fn pod_specs(docs: &[Value]) -> Vec<(String, &Value)> {
     let mut out = Vec::new();
@@ -262,17 +277,7 @@ fn the_five_services_have_grpc_probes_named_ports_labels_and_wiring() {
             assert_eq!(c[probe]["grpc"]["port"], json!(50051), "{name} {probe}");
             assert!(c[probe]["httpGet"].is_null() && c[probe]["exec"].is_null());
         }
-        let ports: Vec<(String, u64)> = c["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_string(),
-                    p["containerPort"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let ports = container_ports(c);
         assert_eq!(
             ports,
             vec![
@@ -863,17 +868,7 @@ fn host_network_puts_each_service_on_its_own_ports_of_127_0_0_1() {
             );
         }
         // The chaos-controller finds the admin port by its name; probes ask the gRPC port.
-        let named: Vec<(String, u64)> = c["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_string(),
-                    p["containerPort"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let named = container_ports(c);
         assert_eq!(
             named,
             [
