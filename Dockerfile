@@ -1,6 +1,9 @@
 # One image for the whole lab: every binary of the workspace in /usr/local/bin, each
-# Deployment runs its own (`command: [/usr/local/bin/<service>]`).
+# Deployment runs its own (`command: [/usr/local/bin/<service>]`); health-probe is the
+# chart's exec probe on clusters older than Kubernetes 1.24.
 #   make images            # docker build -t frlab:dev .
+# Without Docker, k8s/local/image.py assembles the same image from the release binaries
+# (`make image-archive`); a test checks that both ship the same binaries.
 #
 # Build stage: the workspace in release mode. No system protoc is needed (protox compiles
 # the .proto files); SQLite is compiled from source (libsqlite3-sys, bundled); TLS for the
@@ -14,7 +17,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --workspace --bins \
     && mkdir -p /out \
-    && for bin in gateway orders payments inventory notifications chaos-controller frlab; do \
+    && for bin in gateway orders payments inventory notifications chaos-controller frlab health-probe; do \
          cp "target/release/$bin" /out/; \
        done
 

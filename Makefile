@@ -47,7 +47,7 @@ tools: ## Install what the tests call (nextest, helm, k6, validators, prometheus
 	@scripts/install-tools.sh
 
 .PHONY: test
-test: tools ## Run every test (needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
+test: tools image-archive ## Run every test (needs Postgres :5432, Redis :6379 and the local cluster: make cluster-local)
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: bench
@@ -62,7 +62,10 @@ crds: ## Regenerate k8s/crds/faultinjection.yaml from the Rust type (a test chec
 	$(CARGO) run -q -p chaos-controller --bin crdgen > k8s/crds/faultinjection.yaml
 	cp k8s/crds/faultinjection.yaml helm/frlab/crds/faultinjection.yaml
 
-# ---- Kubernetes (kind): README "Kubernetes (kind)". Needs docker and kind besides make tools.
+# ---- Kubernetes: README "Kubernetes". Two clusters run the same chart and targets:
+#   kind (CLUSTER=kind, the default): needs docker and kind besides make tools;
+#   the local cluster (CLUSTER=local): Kubernetes 1.20.2 built from Debian's source package
+#   into K8S_PREFIX, run on 127.0.0.1 from K8S_RUN by `make cluster-local` (root, no Docker).
 KIND_CLUSTER ?= frlab
 K8S_NAMESPACE ?= frlab
 RELEASE ?= frlab
@@ -70,7 +73,25 @@ IMAGE_REPO ?= frlab
 IMAGE_TAG ?= dev
 PROFILE ?= f-full
 SCENARIO ?= payment-errors
-export K8S_NAMESPACE RELEASE IMAGE_REPO IMAGE_TAG
+K8S_PREFIX ?= /opt/frlab-k8s
+K8S_RUN ?= /tmp/frlab-k8s
+IMAGE_ARCHIVE ?= target/image/$(IMAGE_REPO)-$(IMAGE_TAG).tar
+CLUSTER ?= kind
+# Set here, not taken from the environment: a make run by a test of `make test` must not
+# inherit its parent's cluster settings (a command-line K8S_VALUES=... still wins).
+ifeq ($(CLUSTER),local)
+# Its kubeconfig, its values (hostNetwork, pullPolicy Never, no bundled servers) and a
+# Prometheus process on the host for experiment-k8s.
+export KUBECONFIG := $(K8S_RUN)/kubeconfig
+K8S_VALUES := k8s/local/values.yaml
+PROMETHEUS := local
+else ifeq ($(CLUSTER),kind)
+K8S_VALUES :=
+PROMETHEUS := chart
+else
+$(error CLUSTER=$(CLUSTER): expected kind or local)
+endif
+export K8S_NAMESPACE RELEASE IMAGE_REPO IMAGE_TAG K8S_PREFIX K8S_RUN K8S_VALUES PROMETHEUS
 
 .PHONY: chart-schema
 chart-schema: ## Regenerate helm/frlab/values.schema.json from lab_values::Values (a test checks it is current)
@@ -88,11 +109,29 @@ images: ## Build the frlab image (every binary, distroless, non-root) with docke
 kind-load: ## Load the frlab image into the kind cluster
 	kind load docker-image --name $(KIND_CLUSTER) $(IMAGE_REPO):$(IMAGE_TAG)
 
+.PHONY: cluster-local
+cluster-local: ## Local Kubernetes 1.20 on 127.0.0.1, no Docker (root): build once into K8S_PREFIX, start (kubeconfig: /tmp/frlab-k8s/kubeconfig)
+	k8s/local/build.sh
+	k8s/local/up.sh
+
+.PHONY: cluster-local-down
+cluster-local-down: ## Stop the local cluster, its pods and mounts (the build stays in K8S_PREFIX)
+	k8s/local/down.sh
+
+.PHONY: image-archive
+image-archive: ## The frlab image without Docker: release build, then target/image/frlab-dev.tar (k8s/local/image.py)
+	$(CARGO) build --release --workspace --bins
+	python3 k8s/local/image.py build --bin-dir target/release --out $(IMAGE_ARCHIVE) --tag $(IMAGE_REPO):$(IMAGE_TAG)
+
+.PHONY: image-local
+image-local: image-archive ## Import the frlab image into the local cluster's containerd (what kind-load does on kind)
+	python3 k8s/local/image.py import $(IMAGE_ARCHIVE)
+
 .PHONY: deploy
 deploy: ## Install or upgrade the chart with PROFILE=<name> (helm/profiles/<name>.yaml)
 	@test -f helm/profiles/$(PROFILE).yaml || { echo "no helm/profiles/$(PROFILE).yaml (see helm/profiles/)"; exit 2; }
 	helm upgrade --install $(RELEASE) helm/frlab --namespace $(K8S_NAMESPACE) --create-namespace \
-		-f helm/profiles/$(PROFILE).yaml --set profileName=$(PROFILE) \
+		-f helm/profiles/$(PROFILE).yaml $(addprefix -f ,$(K8S_VALUES)) --set profileName=$(PROFILE) \
 		--set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
 
 .PHONY: chaos
@@ -109,7 +148,7 @@ loadtest: ## frlab load as a Job in the cluster (RATE=50 DURATION=60s CLIENT_RET
 	k8s/loadtest.sh
 
 .PHONY: experiment-k8s
-experiment-k8s: ## One PROFILE x SCENARIO on the cluster; success rate, amplification from Prometheus
+experiment-k8s: ## One PROFILE x SCENARIO on the cluster (CLUSTER=local too); success rate, amplification from Prometheus
 	k8s/experiment-k8s.sh $(PROFILE) $(SCENARIO)
 
 .PHONY: dashboards

@@ -3,12 +3,14 @@
 # PROFILE=d-breakers SCENARIO=payment-errors`):
 #   1. deploy the profile (helm upgrade --install --wait), clear every FaultInjection;
 #   2. start the load Job (k8s/loadtest.sh), wait WARMUP, apply k8s/chaos/SCENARIO.yaml;
-#   3. when the Job is done, read the recording rules back from Prometheus (through
-#      kubectl port-forward) averaged over the run, and print them beside the load
-#      generator's own report;
+#   3. when the Job is done, read the recording rules back from Prometheus (the chart's,
+#      through kubectl port-forward; or, with PROMETHEUS=local, one started on the host by
+#      k8s/local/prometheus.sh before the load) averaged over the run, and print them
+#      beside the load generator's own report;
 #   4. clear the fault.
 # Settings: RATE (50), DURATION (120s), WARMUP (30s), CLIENT_RETRIES (3 for retry-storm,
-# else 0), PROM_PORT (19090), K8S_NAMESPACE, RELEASE, IMAGE_REPO, IMAGE_TAG.
+# else 0), PROM_PORT (19090), PROMETHEUS (chart or local), K8S_VALUES (extra values files),
+# K8S_NAMESPACE, RELEASE, IMAGE_REPO, IMAGE_TAG.
 # One trial, not the local runner's seeded trials with confidence intervals (frlab
 # experiment): a quick look on a real cluster.
 set -euo pipefail
@@ -22,12 +24,14 @@ RATE=${RATE:-50}
 DURATION=${DURATION:-120s}
 WARMUP=${WARMUP:-30s}
 PROM_PORT=${PROM_PORT:-19090}
+PROMETHEUS=${PROMETHEUS:-chart}
 if [[ -z "${CLIENT_RETRIES:-}" ]]; then
     if [[ "$SCENARIO" == retry-storm ]]; then CLIENT_RETRIES=3; else CLIENT_RETRIES=0; fi
 fi
 export RATE DURATION CLIENT_RETRIES K8S_NAMESPACE RELEASE
 
 need helm kubectl curl python3
+[[ "$PROMETHEUS" == chart || "$PROMETHEUS" == local ]] || die "PROMETHEUS=$PROMETHEUS: expected chart or local"
 profile_file="helm/profiles/$PROFILE.yaml"
 scenario_file="k8s/chaos/$SCENARIO.yaml"
 [[ -f "$profile_file" ]] || die "no profile $profile_file (see helm/profiles/)"
@@ -39,9 +43,11 @@ warmup_s=$(seconds "$WARMUP")
 work=$(mktemp -d)
 pf_pid=""
 load_pid=""
+prom_pid=""
 cleanup() {
     [[ -n "$load_pid" ]] && kill "$load_pid" 2>/dev/null || true
     [[ -n "$pf_pid" ]] && kill "$pf_pid" 2>/dev/null || true
+    [[ -n "$prom_pid" ]] && kill "$prom_pid" 2>/dev/null && wait "$prom_pid" 2>/dev/null || true
     kube delete -f "$scenario_file" --ignore-not-found --wait=false >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -49,7 +55,7 @@ trap cleanup EXIT
 
 say "deploy profile $PROFILE"
 helm upgrade --install "$RELEASE" "$CHART" --namespace "$K8S_NAMESPACE" --create-namespace \
-    -f "$profile_file" --set "profileName=$PROFILE" \
+    -f "$profile_file" "${VALUES_ARGS[@]}" --set "profileName=$PROFILE" \
     --set "image.repository=$IMAGE_REPO" --set "image.tag=$IMAGE_TAG" \
     --wait --timeout 10m >/dev/null
 kube delete faultinjections --all --wait=true --timeout=120s >/dev/null
@@ -57,6 +63,10 @@ for svc in gateway orders payments inventory notifications; do
     kube rollout status "deployment/$(component_name "$svc")" --timeout=300s >/dev/null \
         || die "deployment/$(component_name "$svc") did not become ready"
 done
+if [[ "$PROMETHEUS" == local ]]; then
+    say "Prometheus on the host, 127.0.0.1:$PROM_PORT (k8s/local/prometheus.sh)"
+    prom_pid=$(k8s/local/prometheus.sh "$work/prometheus" "$PROM_PORT")
+fi
 
 say "load $RATE req/s for $DURATION; fault $SCENARIO after $WARMUP"
 start=$(date +%s)
@@ -69,14 +79,20 @@ load_pid=""
 end=$(date +%s)
 window_s=$((end - start))
 
-say "query Prometheus (port-forward :$PROM_PORT)"
-kube port-forward "svc/$(component_name prometheus)" "$PROM_PORT:9090" >"$work/pf.log" 2>&1 &
-pf_pid=$!
-for _ in $(seq 60); do
-    curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
-    kill -0 "$pf_pid" 2>/dev/null || die "kubectl port-forward exited: $(cat "$work/pf.log")"
-    sleep 1
-done
+if [[ "$PROMETHEUS" == chart ]]; then
+    say "query Prometheus (port-forward :$PROM_PORT)"
+    kube port-forward "svc/$(component_name prometheus)" "$PROM_PORT:9090" >"$work/pf.log" 2>&1 &
+    pf_pid=$!
+    for _ in $(seq 60); do
+        curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
+        kill -0 "$pf_pid" 2>/dev/null || die "kubectl port-forward exited: $(cat "$work/pf.log")"
+        sleep 1
+    done
+else
+    # The rules evaluate every 5 s: let the last window's samples land.
+    sleep 6
+    say "query Prometheus (127.0.0.1:$PROM_PORT)"
+fi
 curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || die "Prometheus is not ready on :$PROM_PORT"
 
 # query NAME PROMQL: the instant query at the end of the run, saved as NAME.json.
@@ -132,8 +148,11 @@ for r in sorted(result("amplification"), key=lambda r: r["metric"].get("hop", ""
 for r in sorted(result("from_gateway"), key=lambda r: r["metric"].get("hop", "")):
     hop = r["metric"].get("hop", "?")
     print(f"{'attempts at ' + hop + ' per logical request':<44} {fmt(float(r['value'][1])):>12}")
-for r in result("injected"):
+# Only the kinds that happened (every service exports a zero series per kind).
+for r in sorted(result("injected"), key=lambda r: (r["metric"].get("service", ""), r["metric"].get("kind", ""))):
     m = r["metric"]
+    if float(r["value"][1]) == 0:
+        continue
     label = f"faults injected: {m.get('service', '?')} {m.get('kind', '?')}"
     print(f"{label:<44} {float(r['value'][1]):>12.0f}")
 if load.get("saturated"):

@@ -7,6 +7,11 @@ RELEASE=${RELEASE:-frlab}
 IMAGE_REPO=${IMAGE_REPO:-frlab}
 IMAGE_TAG=${IMAGE_TAG:-dev}
 CHART=${CHART:-helm/frlab}
+# Extra values files after the profile's, space-separated (the local cluster's:
+# k8s/local/values.yaml, which `make ... CLUSTER=local` passes).
+K8S_VALUES=${K8S_VALUES:-}
+VALUES_ARGS=()
+for f in $K8S_VALUES; do VALUES_ARGS+=(-f "$f"); done
 
 die() {
     printf 'error: %s\n' "$*" >&2
@@ -21,7 +26,7 @@ say() {
 need() {
     local tool
     for tool in "$@"; do
-        command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (helm and kubectl: make tools; kind and docker: install them)"
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (helm, kubectl, prometheus: make tools; kind and docker: install them)"
     done
 }
 

@@ -111,10 +111,119 @@ f-full
 {{- end -}}
 {{- end -}}
 
-{{/* gRPC URL of a service inside the cluster. Call with (list $ "orders"). */}}
+{{/*
+A service's ports as JSON ({"grpc":..,"http":..,"admin":..}): its own from
+hostNetwork.ports with hostNetwork (the pods share the node's ports), else the common ones.
+Call with (list $ "orders"); read with `include ... | fromJson`.
+*/}}
+{{- define "frlab.ports" -}}
+{{- $root := index . 0 -}}
+{{- if $root.Values.hostNetwork.enabled -}}
+{{- toJson (index $root.Values.hostNetwork.ports (index . 1)) -}}
+{{- else -}}
+{{- toJson $root.Values.ports -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The address the lab's pods listen on: the pod's own addresses, or only 127.0.0.1 on the node's network. */}}
+{{- define "frlab.listenHost" -}}
+{{- if .Values.hostNetwork.enabled -}}127.0.0.1{{- else -}}0.0.0.0{{- end -}}
+{{- end -}}
+
+{{/*
+gRPC URL of a service: its Service, or 127.0.0.1 and its own port with hostNetwork (no
+cluster DNS, no kube-proxy there). Call with (list $ "orders").
+*/}}
 {{- define "frlab.grpcUrl" -}}
 {{- $root := index . 0 -}}
-http://{{ include "frlab.name" . }}:{{ $root.Values.ports.grpc }}
+{{- $ports := include "frlab.ports" . | fromJson -}}
+{{- if $root.Values.hostNetwork.enabled -}}
+http://127.0.0.1:{{ int $ports.grpc }}
+{{- else -}}
+http://{{ include "frlab.name" . }}:{{ int $ports.grpc }}
+{{- end -}}
+{{- end -}}
+
+{{/* `hostNetwork: true` in a pod spec when hostNetwork.enabled (else nothing). */}}
+{{- define "frlab.podNetwork" -}}
+{{- if .Values.hostNetwork.enabled -}}
+hostNetwork: true
+{{- end -}}
+{{- end -}}
+
+{{/*
+What hostNetwork needs, checked once: one pod per service (a second would find its ports
+taken), distinct ports, and none of the bundled third-party servers (their fixed ports would
+be the node's own, e.g. the node's Postgres on 5432).
+*/}}
+{{- define "frlab.checkHostNetwork" -}}
+{{- if .Values.hostNetwork.enabled -}}
+{{- range $name, $svc := .Values.services -}}
+{{- if gt (int $svc.replicas) 1 -}}
+{{- fail (printf "hostNetwork.enabled: services.%s.replicas is %v, but each service runs one pod on the node's network (set it to 1)" $name $svc.replicas) -}}
+{{- end -}}
+{{- end -}}
+{{- range $part := list "postgres" "redis" "prometheus" "grafana" "jaeger" -}}
+{{- if (index $.Values $part).enabled -}}
+{{- fail (printf "hostNetwork.enabled: %s.enabled must be false (its pod would listen on the node's own ports; k8s/local/values.yaml turns it off)" $part) -}}
+{{- end -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $name, $ports := .Values.hostNetwork.ports -}}
+{{- range $kind, $port := $ports -}}
+{{- $key := toString (int $port) -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "hostNetwork.ports.%s.%s: port %s is also %s" $name $kind $key (get $seen $key)) -}}
+{{- end -}}
+{{- $_ := set $seen $key (printf "hostNetwork.ports.%s.%s" $name $kind) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The env entries pointing a pod's API client (kube-rs in-cluster config) at
+hostNetwork.apiServer: without kube-proxy the `kubernetes` Service's ClusterIP, which the
+kubelet puts in KUBERNETES_SERVICE_HOST, routes nowhere. Nothing otherwise.
+*/}}
+{{- define "frlab.apiServerEnv" -}}
+{{- $api := .Values.hostNetwork.apiServer -}}
+{{- if and .Values.hostNetwork.enabled $api.host -}}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ $api.host | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $api.port | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A gRPC health probe's action on `port`: native (`grpc:`, on by default from Kubernetes
+1.24, GA in 1.27), else `exec` of the image's own health-probe (the image has no shell),
+which asks 127.0.0.1:port inside the pod. Call with (list $ port).
+*/}}
+{{- define "frlab.grpcProbe" -}}
+{{- $root := index . 0 -}}
+{{- $port := int (index . 1) -}}
+{{- if semverCompare ">=1.24.0-0" $root.Capabilities.KubeVersion.Version -}}
+grpc:
+  port: {{ $port }}
+{{- else -}}
+exec:
+  command: ["/usr/local/bin/health-probe", "{{ $port }}"]
+{{- end -}}
+{{- end -}}
+
+{{/*
+The PodDisruptionBudget API: policy/v1 where the cluster serves it (1.21+), else
+policy/v1beta1 (1.20). Both tests are needed: a real server reports its APIs, while
+`helm template --kube-version` reports a fixed list that always has policy/v1.
+*/}}
+{{- define "frlab.pdbApiVersion" -}}
+{{- if and (.Capabilities.APIVersions.Has "policy/v1") (semverCompare ">=1.21.0-0" .Capabilities.KubeVersion.Version) -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end -}}
 {{- end -}}
 
 {{/*

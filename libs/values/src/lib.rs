@@ -45,6 +45,9 @@ pub struct Values {
     pub resilience: Option<Profile>,
     /// Container ports of the five services.
     pub ports: Ports,
+    /// Pods on the node's own network (a single-node cluster without a pod network: the
+    /// local cluster of `make cluster-local`).
+    pub host_network: HostNetwork,
     /// The bearer token of the services' admin ports (lab.v1.Faults).
     pub admin_token: AdminToken,
     /// The five services.
@@ -103,6 +106,41 @@ pub struct Ports {
     /// Admin port (name `admin`): lab.v1.Faults, token-protected.
     #[schemars(range(min = 1, max = 65535))]
     pub admin: u16,
+}
+
+/// Pods on the node's network: each service on its own ports of 127.0.0.1, calls between
+/// them to 127.0.0.1, Recreate rollouts. The chart refuses it with more than one replica of
+/// a service, with two equal ports, or with a bundled third-party server on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostNetwork {
+    pub enabled: bool,
+    /// Where chaos-controller reaches the API server (without kube-proxy the `kubernetes`
+    /// Service routes nowhere). Empty host: that Service.
+    pub api_server: ApiServer,
+    /// Each service's ports on the node.
+    pub ports: HostPorts,
+}
+
+/// The API server's address for pods on the node's network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiServer {
+    /// An IP address or host name; empty: the `kubernetes` Service.
+    pub host: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+}
+
+/// The ports of each service on the node's network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostPorts {
+    pub gateway: Ports,
+    pub orders: Ports,
+    pub payments: Ports,
+    pub inventory: Ports,
+    pub notifications: Ports,
 }
 
 /// Where the admin token comes from.

@@ -1,8 +1,10 @@
 //! The chart's offline checks, with the tools of `.tools/bin` (`make tools`): helm lint
-//! --strict; helm template for the defaults and every profile at the newest and the
-//! minimum Kubernetes; the schema enforced by helm; yamllint on values and rendered output;
-//! kubernetes-validate --strict on rendered output; the FaultInjection manifests against
-//! the CRD's own schema; and what matters in the rendered objects.
+//! --strict; helm template for the defaults, every profile and the local cluster's values at
+//! Kubernetes 1.33, 1.27 and 1.20 (the capabilities pick the PodDisruptionBudget API and the
+//! probe kind); the schema enforced by helm; yamllint on values and rendered output;
+//! kubernetes-validate --strict on rendered output (1.25+: its oldest schemas); the
+//! FaultInjection manifests against the CRD's own schema; what matters in the rendered
+//! objects; and that the Dockerfile and k8s/local/image.py ship the same binaries.
 
 mod common;
 
@@ -14,7 +16,8 @@ use lab_resilience::config::Profile;
 use serde_json::{Value, json};
 
 /// (label, extra helm args) of every values set the chart must render: the defaults,
-/// every optional part on, and each profile as `make deploy` passes it.
+/// every optional part on, the local cluster's values, and each profile as `make deploy`
+/// passes it.
 fn value_sets() -> Vec<(String, Vec<String>)> {
     let mut sets = vec![
         ("defaults".to_string(), vec![]),
@@ -39,6 +42,10 @@ fn value_sets() -> Vec<(String, Vec<String>)> {
             .iter()
             .flat_map(|s| ["--set".to_string(), s.to_string()])
             .collect(),
+        ),
+        (
+            "local-cluster".to_string(),
+            vec!["-f".into(), "k8s/local/values.yaml".into()],
         ),
     ];
     for (name, path) in common::profiles() {
@@ -98,6 +105,9 @@ fn rendered_output_passes_yamllint_and_kubernetes_validate_strict() {
                 .args(["--strict", "-c", ".yamllint", "-f", "parsable"])
                 .args(&files),
         );
+        if !common::validator_knows(kube) {
+            continue;
+        }
         // kubernetes-validate takes about 1.5 s a file: the profiles render the same objects
         // but for the profile ConfigMap's data and the checksum, so one profile stands for
         // them (yamllint above saw them all).
@@ -107,11 +117,12 @@ fn rendered_output_passes_yamllint_and_kubernetes_validate_strict() {
                 let name = f.file_name().unwrap().to_string_lossy();
                 name.starts_with("every")
                     || name.starts_with("defaults")
+                    || name.starts_with("local-cluster")
                     || name.starts_with("g-adaptive")
                     || name.ends_with("faultinjection.yaml")
             })
             .collect();
-        assert_eq!(validated.len(), 5, "{validated:?}");
+        assert_eq!(validated.len(), 6, "{validated:?}");
         let mut cmd = Command::new(tool("kubernetes-validate"));
         cmd.args(["--strict", "--kubernetes-version", kube])
             .args(&validated);
@@ -144,6 +155,7 @@ fn values_and_profile_files_pass_yamllint() {
             "helm/profiles",
             "k8s/chaos",
             "k8s/kind.yaml",
+            "k8s/local/values.yaml",
             ".yamllint",
         ]);
     run_ok(&mut cmd);
@@ -169,6 +181,21 @@ fn helm_enforces_the_schema_and_refuses_unknown_keys() {
         err.contains("z-magic") && err.contains("a-baseline"),
         "{err}"
     );
+}
+
+/// A container's ports as (name, number).
+fn container_ports(container: &Value) -> Vec<(String, u64)> {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// Every pod spec of the rendered objects: (kind/name, pod spec).
@@ -250,17 +277,7 @@ fn the_five_services_have_grpc_probes_named_ports_labels_and_wiring() {
             assert_eq!(c[probe]["grpc"]["port"], json!(50051), "{name} {probe}");
             assert!(c[probe]["httpGet"].is_null() && c[probe]["exec"].is_null());
         }
-        let ports: Vec<(String, u64)> = c["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_string(),
-                    p["containerPort"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let ports = container_ports(c);
         assert_eq!(
             ports,
             vec![
@@ -568,6 +585,11 @@ fn console_stack_test_hook_and_load_job() {
 
     let hook = object(&rendered, "Pod", "frlab-test-order");
     assert_eq!(hook["metadata"]["annotations"]["helm.sh/hook"], "test");
+    // Kept after a pass: `helm test --logs` reads the pod.
+    assert_eq!(
+        hook["metadata"]["annotations"]["helm.sh/hook-delete-policy"],
+        "before-hook-creation"
+    );
     assert_eq!(hook["spec"]["containers"][0]["args"][0], "order");
     assert_eq!(
         hook["spec"]["containers"][0]["args"][1],
@@ -690,18 +712,7 @@ fn faultinjection_manifests_match_the_crd_schema_and_the_chart_ships_that_crd() 
 fn the_image_ships_every_binary_the_chart_runs_as_user_65532() {
     let root = common::root();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
-    let line = dockerfile
-        .lines()
-        .find(|l| l.trim_start().starts_with("&& for bin in "))
-        .expect("the Dockerfile's `for bin in ...` copy loop");
-    let shipped: BTreeSet<&str> = line
-        .trim_start()
-        .trim_start_matches("&& for bin in ")
-        .split(';')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
+    let shipped = dockerfile_binaries();
     assert!(dockerfile.contains("\nUSER 65532:65532\n"));
     assert!(dockerfile.contains("cargo build --release --locked --workspace --bins"));
     // Every binary of the workspace but the schema generators.
@@ -725,11 +736,7 @@ fn the_image_ships_every_binary_the_chart_runs_as_user_65532() {
         .filter(|n| !n.ends_with("gen"))
         .collect();
     assert_eq!(
-        bins,
-        shipped
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<BTreeSet<_>>(),
+        bins, shipped,
         "the Dockerfile copies every workspace binary"
     );
     let rendered = docs(&template(
@@ -756,4 +763,333 @@ fn the_image_ships_every_binary_the_chart_runs_as_user_65532() {
             }
         }
     }
+}
+
+/// A container's probe actions, as (probe, action) with the action's JSON.
+fn probe_actions(container: &Value) -> Vec<(&'static str, Value)> {
+    ["startupProbe", "readinessProbe", "livenessProbe"]
+        .into_iter()
+        .map(|p| {
+            let mut action = container[p].clone();
+            for k in ["periodSeconds", "failureThreshold", "timeoutSeconds"] {
+                action.as_object_mut().unwrap().remove(k);
+            }
+            (p, action)
+        })
+        .collect()
+}
+
+#[test]
+fn probes_and_the_pdb_api_follow_the_cluster_version() {
+    // Native gRPC probes from 1.24 (on by default; GA in 1.27), an exec of the image's
+    // health-probe before; PodDisruptionBudget policy/v1 from 1.21, policy/v1beta1 before.
+    for (kube, native, pdb) in [
+        ("1.20.2", false, "policy/v1beta1"),
+        ("1.21.0", false, "policy/v1"),
+        ("1.23.17", false, "policy/v1"),
+        ("1.24.0", true, "policy/v1"),
+        ("1.33.0", true, "policy/v1"),
+    ] {
+        let rendered = docs(&template(kube, &[]));
+        for svc in SERVICES {
+            let d = object(&rendered, "Deployment", &format!("frlab-{svc}"));
+            for (probe, action) in probe_actions(&d["spec"]["template"]["spec"]["containers"][0]) {
+                let expected = if native {
+                    json!({ "grpc": { "port": 50051 } })
+                } else {
+                    json!({ "exec": { "command": ["/usr/local/bin/health-probe", "50051"] } })
+                };
+                assert_eq!(action, expected, "{svc} {probe} @ {kube}");
+            }
+        }
+        let pdbs = of_kind(&rendered, "PodDisruptionBudget");
+        assert_eq!(pdbs.len(), 1, "@ {kube}");
+        assert_eq!(pdbs[0]["apiVersion"], pdb, "@ {kube}");
+    }
+}
+
+#[test]
+fn host_network_puts_each_service_on_its_own_ports_of_127_0_0_1() {
+    let rendered = docs(&template("1.20.2", &["-f", "k8s/local/values.yaml"]));
+    let ports = |svc: &str| -> (u64, u64, u64) {
+        let i = SERVICES.iter().position(|s| *s == svc).unwrap() as u64;
+        (21051 + i, 21081 + i, 21061 + i)
+    };
+    let mut seen = BTreeSet::new();
+    for svc in SERVICES {
+        let d = object(&rendered, "Deployment", &format!("frlab-{svc}"));
+        let (grpc, http, admin) = ports(svc);
+        for p in [grpc, http, admin] {
+            assert!(seen.insert(p), "port {p} twice");
+        }
+        assert_eq!(d["spec"]["replicas"], 1, "{svc}");
+        assert_eq!(d["spec"]["strategy"]["type"], "Recreate", "{svc}");
+        let spec = &d["spec"]["template"]["spec"];
+        assert_eq!(spec["hostNetwork"], json!(true), "{svc}");
+        let c = &spec["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "Never", "{svc}");
+        let env = c["env"].as_array().unwrap();
+        let get = |k: &str| {
+            env.iter()
+                .find(|e| e["name"] == k)
+                .map(|e| e["value"].as_str().unwrap().to_string())
+        };
+        assert_eq!(get("FRLAB_LISTEN").unwrap(), format!("127.0.0.1:{grpc}"));
+        assert_eq!(
+            get("FRLAB_HTTP_LISTEN").unwrap(),
+            format!("127.0.0.1:{http}")
+        );
+        assert_eq!(
+            get("FRLAB_ADMIN_LISTEN").unwrap(),
+            format!("127.0.0.1:{admin}")
+        );
+        // No Postgres, Redis or Jaeger: SQLite in the emptyDir, keys in memory.
+        for absent in [
+            "FRLAB_DATABASE_URL",
+            "FRLAB_REDIS_URL",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            assert!(get(absent).is_none(), "{svc} {absent}");
+        }
+        // Calls go to 127.0.0.1 and the callee's own gRPC port.
+        for e in env
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().ends_with("_URL"))
+        {
+            let var = e["name"].as_str().unwrap();
+            let target = SERVICES
+                .iter()
+                .find(|t| var.contains(&t.to_uppercase()) && !var.starts_with(&t.to_uppercase()))
+                .unwrap_or_else(|| panic!("{var} names no service"));
+            assert_eq!(
+                e["value"],
+                format!("http://127.0.0.1:{}", ports(target).0),
+                "{svc} {var}"
+            );
+        }
+        // The chaos-controller finds the admin port by its name; probes ask the gRPC port.
+        let named = container_ports(c);
+        assert_eq!(
+            named,
+            [
+                ("grpc".into(), grpc),
+                ("http".into(), http),
+                ("admin".into(), admin)
+            ]
+        );
+        for (probe, action) in probe_actions(c) {
+            assert_eq!(
+                action,
+                json!({ "exec": { "command": ["/usr/local/bin/health-probe", grpc.to_string()] } }),
+                "{svc} {probe}"
+            );
+        }
+    }
+    assert!(of_kind(&rendered, "PodDisruptionBudget").is_empty());
+    // None of the bundled servers (their images cannot be pulled there).
+    for part in ["postgres", "redis", "prometheus", "grafana", "jaeger"] {
+        let name = format!("frlab-{part}");
+        assert!(
+            !rendered
+                .iter()
+                .any(|d| d["metadata"]["name"] == name.as_str()),
+            "{name}"
+        );
+    }
+    // chaos-controller reaches the API server at the values' address, on the node's network.
+    let ctrl = object(&rendered, "Deployment", "frlab-chaos-controller");
+    let spec = &ctrl["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], json!(true));
+    let env = spec["containers"][0]["env"].as_array().unwrap();
+    for (k, v) in [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "16443"),
+    ] {
+        assert!(
+            env.iter().any(|e| e["name"] == k && e["value"] == v),
+            "{k}: {env:?}"
+        );
+    }
+    // helm test and the load Job call the gateway on its host port.
+    let rendered = docs(&template(
+        "1.20.2",
+        &[
+            "-f",
+            "k8s/local/values.yaml",
+            "--set",
+            "loadtest.enabled=true",
+            "--set",
+            "console.enabled=true",
+        ],
+    ));
+    let hook = object(&rendered, "Pod", "frlab-test-order");
+    assert_eq!(hook["spec"]["hostNetwork"], json!(true));
+    assert_eq!(
+        hook["spec"]["containers"][0]["args"][1],
+        "--gateway=http://127.0.0.1:21051"
+    );
+    let job = object(&rendered, "Job", "frlab-load");
+    assert_eq!(job["spec"]["template"]["spec"]["hostNetwork"], json!(true));
+    assert!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--gateway=http://127.0.0.1:21051"))
+    );
+    let stack: Value = serde_json::from_str(
+        object(&rendered, "ConfigMap", "frlab-console")["data"]["stack.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stack[0],
+        json!({ "service": "gateway", "grpc": "127.0.0.1:21051", "http": "127.0.0.1:21081", "admin": "127.0.0.1:21061" })
+    );
+    // Without hostNetwork nothing of it shows.
+    let plain = docs(&template("1.20.2", &[]));
+    for (id, spec) in pod_specs(&plain) {
+        assert!(spec["hostNetwork"].is_null(), "{id}");
+    }
+}
+
+#[test]
+fn host_network_refuses_what_cannot_share_one_node() {
+    let local = ["-f", "k8s/local/values.yaml"];
+    for (set, expected) in [
+        (
+            "services.orders.replicas=2",
+            "services.orders.replicas is 2",
+        ),
+        (
+            "hostNetwork.ports.orders.http=21081",
+            "hostNetwork.ports.orders.http: port 21081 is also hostNetwork.ports.gateway.http",
+        ),
+        ("redis.enabled=true", "redis.enabled must be false"),
+        (
+            "prometheus.enabled=true",
+            "prometheus.enabled must be false",
+        ),
+    ] {
+        let mut args = local.to_vec();
+        args.extend(["--set", set]);
+        let err = template_err(&args);
+        assert!(err.contains(expected), "{set}: {err}");
+    }
+}
+
+/// The binaries the Dockerfile's `for bin in ...` copy loop ships.
+fn dockerfile_binaries() -> BTreeSet<String> {
+    let dockerfile = std::fs::read_to_string(common::root().join("Dockerfile")).unwrap();
+    let line = dockerfile
+        .lines()
+        .find(|l| l.trim_start().starts_with("&& for bin in "))
+        .expect("the Dockerfile's `for bin in ...` copy loop");
+    line.trim_start()
+        .trim_start_matches("&& for bin in ")
+        .split(';')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_image_without_docker_ships_what_the_dockerfile_ships_and_what_they_need() {
+    let root = common::root();
+    let script = root.join("k8s/local/image.py");
+    let listed: BTreeSet<String> = run_ok(Command::new("python3").arg(&script).arg("list"))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        listed,
+        dockerfile_binaries(),
+        "k8s/local/image.py and the Dockerfile ship the same binaries"
+    );
+
+    // Assemble from stand-ins: a glibc-dynamic program under each binary's name.
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    for name in &listed {
+        std::fs::copy("/usr/bin/true", bin_dir.join(name)).unwrap();
+    }
+    let out = dir.path().join("frlab.tar");
+    let args = |out: &std::path::Path| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .arg("build")
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .arg("--out")
+            .arg(out)
+            .args(["--tag", "frlab:test"]);
+        cmd
+    };
+    run_ok(&mut args(&out));
+    let unpacked = dir.path().join("archive");
+    std::fs::create_dir(&unpacked).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&out)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(unpacked.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest[0]["RepoTags"], json!(["frlab:test"]));
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(unpacked.join(manifest[0]["Config"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["config"]["User"], "65532:65532");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["/usr/local/bin/frlab"])
+    );
+    let layer = unpacked.join(manifest[0]["Layers"][0].as_str().unwrap());
+    let listing = run_ok(Command::new("tar").arg("-tvf").arg(&layer));
+    let paths: BTreeSet<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    for name in &listed {
+        assert!(
+            paths.contains(format!("usr/local/bin/{name}").as_str()),
+            "{name}:\n{listing}"
+        );
+    }
+    // What a glibc-dynamic binary needs at run time, as distroless/cc has it.
+    for needed in [
+        "lib64/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "etc/ssl/certs/ca-certificates.crt",
+        "etc/passwd",
+        "tmp/",
+    ] {
+        assert!(paths.contains(needed), "{needed}:\n{listing}");
+    }
+    let passwd = run_ok(
+        Command::new("tar")
+            .arg("-xOf")
+            .arg(&layer)
+            .arg("etc/passwd"),
+    );
+    assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
+    // The same files give the same archive, byte for byte.
+    let again = dir.path().join("again.tar");
+    run_ok(&mut args(&again));
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap(),
+        "not reproducible"
+    );
+    // A missing binary is named.
+    std::fs::remove_file(bin_dir.join("payments")).unwrap();
+    let failed = run(&mut args(&dir.path().join("x.tar")));
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("payments is missing"));
 }

@@ -51,8 +51,11 @@
 //!   tests).
 //! - [`clock`]: wall-clock time behind a trait.
 //!
-//! `main.rs` runs a `kube::runtime::Controller` over FaultInjections and Pods; tests drive
-//! [`reconcile::reconcile`] against a mocked API server (`tests/`).
+//! `main.rs` runs [`reconcile::controller`] (a `kube::runtime::Controller` over
+//! FaultInjections and Pods). Tests drive [`reconcile::reconcile`] against a mocked API
+//! server (exact request sequences, a manual clock), and run the whole controller against
+//! the real API server of the local cluster (`make cluster-local`), with pods that stand for
+//! the lab's and serve a real `lab.v1.Faults` on 127.0.0.1 (`tests/api_server.rs`).
 
 pub mod clock;
 pub mod crd;

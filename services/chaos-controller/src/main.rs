@@ -7,13 +7,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chaos_controller::clock::SystemClock;
 use chaos_controller::pod_faults::GrpcPodFaults;
-use chaos_controller::pods::SERVICE_LABEL;
-use chaos_controller::reconcile::injections_for_pod;
+use chaos_controller::reconcile::controller;
 use chaos_controller::{Context, FaultInjection, error_policy, reconcile};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 
 /// The environment variable that holds the admin token when no file is given.
@@ -84,20 +82,11 @@ async fn main() -> anyhow::Result<()> {
         args.admin_port,
     ));
 
-    let controller = Controller::new(injections, watcher::Config::default());
-    let store = controller.store();
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         "chaos-controller started"
     );
-    controller
-        // A pod that appears, restarts or becomes ready re-runs the FaultInjections that
-        // select its service, so a restarted pod gets the fault back at once.
-        .watches(
-            pods,
-            watcher::Config::default().labels(SERVICE_LABEL),
-            move |pod| injections_for_pod(&pod, &store.state()),
-        )
+    controller(injections, pods)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

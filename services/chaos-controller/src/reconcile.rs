@@ -8,9 +8,10 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -125,6 +126,20 @@ pub fn error_policy(fi: Arc<FaultInjection>, error: &Error, ctx: Arc<Context>) -
     let delay = ctx.backoff(&fi);
     tracing::warn!(faultinjection = %object_key(&fi), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// The controller over `injections`, with a watch on the lab's `pods` (label
+/// [`SERVICE_LABEL`]): a pod that appears, restarts or becomes ready re-runs the
+/// FaultInjections that select its service, so a restarted pod gets the fault back at once.
+/// The caller picks the shutdown and runs it with [`reconcile`] and [`error_policy`].
+pub fn controller(injections: Api<FaultInjection>, pods: Api<Pod>) -> Controller<FaultInjection> {
+    let controller = Controller::new(injections, watcher::Config::default());
+    let store = controller.store();
+    controller.watches(
+        pods,
+        watcher::Config::default().labels(SERVICE_LABEL),
+        move |pod| injections_for_pod(&pod, &store.state()),
+    )
 }
 
 /// The FaultInjections a pod event concerns: those in the pod's namespace that select the

@@ -91,8 +91,21 @@ pub fn helm() -> Command {
     cmd
 }
 
-/// The newest Kubernetes the chart is checked against, and its minimum (Chart.yaml).
-pub const KUBE_VERSIONS: [&str; 2] = ["1.33.0", "1.27.0"];
+/// The Kubernetes versions the chart is checked against: the newest, the oldest with
+/// native gRPC probes on by default (GA in 1.27), and the chart's minimum (Chart.yaml), the
+/// local cluster's 1.20.
+pub const KUBE_VERSIONS: [&str; 3] = ["1.33.0", "1.27.0", "1.20.2"];
+
+/// The oldest Kubernetes whose schemas `kubernetes-validate` bundles (1.25). Older renders
+/// are validated by a real 1.20 API server instead (tests/local_cluster.rs).
+pub fn validator_knows(kube_version: &str) -> bool {
+    let minor: u32 = kube_version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .expect("a 1.x.y version");
+    minor >= 25
+}
 
 /// `helm template frlab helm/frlab --kube-version V ARGS...`, which must succeed.
 pub fn template(kube_version: &str, args: &[&str]) -> String {
