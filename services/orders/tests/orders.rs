@@ -21,14 +21,14 @@ fn order(key: &str) -> CreateOrderRequest {
     }
 }
 
-#[tokio::test]
-async fn unreachable_inventory_fails_the_order_with_unavailable() {
-    let dir = tempfile::tempdir().unwrap();
+async fn spawn_without_downstreams(dir: &tempfile::TempDir, profile: &str) -> TestApp {
     let nowhere = "http://127.0.0.1:1";
     let config = orders::Config::parse_from([
         "orders",
         "--data-dir",
         dir.path().to_str().unwrap(),
+        "--profile",
+        profile,
         "--inventory-url",
         nowhere,
         "--payments-url",
@@ -36,7 +36,24 @@ async fn unreachable_inventory_fails_the_order_with_unavailable() {
         "--notifications-url",
         nowhere,
     ]);
-    let app = TestApp::spawn(config, orders::run).await;
+    TestApp::spawn(config, orders::run).await
+}
+
+async fn counters(app: &TestApp) -> std::collections::HashMap<String, i64> {
+    AuditClient::new(app.channel())
+        .snapshot(SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .counters
+}
+
+/// With idempotency (f-full), the key has one saga: its retry gets that saga's failure, and
+/// the saga waits, COMPENSATING, for inventory to release what it may have reserved.
+#[tokio::test]
+async fn unreachable_inventory_fails_the_order_once_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_without_downstreams(&dir, "f-full").await;
     let mut client = OrdersClient::new(app.channel());
     let err = client.create_order(order("k1")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -45,22 +62,16 @@ async fn unreachable_inventory_fails_the_order_with_unavailable() {
         "{}",
         err.message()
     );
-    // The failure released the idempotency key: a retry executes again (and fails again).
-    let err = client.create_order(order("k1")).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    let again = client.create_order(order("k1")).await.unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable, "{again:?}");
+    assert_eq!(again.message(), err.message(), "the same saga's failure");
 
-    let snap = AuditClient::new(app.channel())
-        .snapshot(SnapshotRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(snap.counters["failed_orders"], 2);
-    assert_eq!(snap.counters["confirmed_orders"], 0);
-    assert_eq!(snap.counters["keys_with_multiple_orders"], 1);
-    assert_eq!(
-        snap.counters["keys_with_duplicate_orders"], 0,
-        "only confirmed orders count as duplicates"
-    );
+    let snap = counters(&app).await;
+    assert_eq!(snap["orders_total"], 1, "{snap:?}");
+    assert_eq!(snap["compensating_orders"], 1, "{snap:?}");
+    assert_eq!(snap["sagas_unfinished"], 1, "{snap:?}");
+    assert_eq!(snap["sagas_overdue"], 0, "{snap:?}");
+    assert_eq!(snap["keys_with_multiple_orders"], 0, "{snap:?}");
 
     let err = client
         .get_order(GetOrderRequest {
@@ -78,6 +89,27 @@ async fn unreachable_inventory_fails_the_order_with_unavailable() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "customer_id: is required");
+    app.stop().await.unwrap();
+}
+
+/// Without idempotency (a-baseline), every attempt is a saga of its own: the duplicates
+/// retries cause stay measurable.
+#[tokio::test]
+async fn without_idempotency_every_attempt_is_its_own_saga() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_without_downstreams(&dir, "a-baseline").await;
+    let mut client = OrdersClient::new(app.channel());
+    for _ in 0..2 {
+        let err = client.create_order(order("k1")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
+    let snap = counters(&app).await;
+    assert_eq!(snap["orders_total"], 2, "{snap:?}");
+    assert_eq!(snap["keys_with_multiple_orders"], 1, "{snap:?}");
+    assert_eq!(
+        snap["keys_with_duplicate_orders"], 0,
+        "only confirmed orders count as duplicates"
+    );
     app.stop().await.unwrap();
 }
 
