@@ -93,6 +93,35 @@ pub enum HostError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// A tonic server (`XxxServer::new(..)`) the host can route to.
+pub trait GrpcService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Collects a service's gRPC routes, metrics and state, builds its resilience stacks from
 /// the profile, then serves them.
 pub struct ServiceHost {
@@ -208,38 +237,14 @@ impl ServiceHost {
 
     /// Adds a business gRPC service: reported SERVING by gRPC health while up, and
     /// described by server reflection.
-    pub fn add_service<S>(&mut self, svc: S) -> &mut Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn add_service<S: GrpcService>(&mut self, svc: S) -> &mut Self {
         self.listed_names.push(S::NAME);
         self.add_lab_service(svc)
     }
 
     /// Adds a lab plumbing service (`lab.v1.Audit`): served and reported by gRPC health,
     /// but not advertised by reflection, which describes the business API only.
-    pub fn add_lab_service<S>(&mut self, svc: S) -> &mut Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn add_lab_service<S: GrpcService>(&mut self, svc: S) -> &mut Self {
         self.health_names.push(S::NAME);
         self.routes.add_service(svc);
         self

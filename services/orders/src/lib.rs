@@ -23,7 +23,7 @@ pub mod outbox;
 pub mod recovery;
 pub mod saga;
 mod service;
-mod sql;
+pub mod sql;
 
 use std::time::Duration;
 

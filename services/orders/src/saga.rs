@@ -457,8 +457,9 @@ impl Driver {
                  undone; place it again with a new idempotency key (order {})",
                 saga.order_id
             ));
-            // A charge is sent only once RESERVED is recorded.
-            let refund_needed = saga.state == State::Reserved;
+            // A charge is sent only once RESERVED is recorded (`refund_needed` is also set
+            // on orders a version before the saga left PENDING).
+            let refund_needed = saga.state == State::Reserved || saga.refund_needed;
             if let Err(stopped) = self.start_compensation(saga, failure, refund_needed).await {
                 return self.stopped(saga, stopped).await;
             }

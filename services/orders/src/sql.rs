@@ -1,4 +1,5 @@
-//! Every statement orders runs. `$N` placeholders work on both SQLite and Postgres.
+//! Every statement orders runs (public for tests of its migrations). `$N` placeholders work
+//! on both SQLite and Postgres.
 
 use lab_store::Migration;
 
@@ -44,6 +45,8 @@ pub const MIGRATIONS: &[Migration] = &[
     // (unique: one saga per key) and NULL when off (every attempt its own saga). `driver`
     // names the process driving the saga; `saga_drivers` holds each process's heartbeat, so
     // the recovery worker can tell a saga whose driver died from one still being driven.
+    // Orders left PENDING by the code before the saga may have been charged: their
+    // compensation voids them at payments too.
     Migration::common(
         3,
         "order saga",
@@ -59,7 +62,8 @@ pub const MIGRATIONS: &[Migration] = &[
     CREATE TABLE saga_drivers (
         driver TEXT PRIMARY KEY,
         alive_until_ms BIGINT NOT NULL
-    );",
+    );
+    UPDATE orders SET refund_needed = 1 WHERE status = 'PENDING';",
     ),
 ];
 

@@ -113,6 +113,61 @@ async fn without_idempotency_every_attempt_is_its_own_saga() {
     app.stop().await.unwrap();
 }
 
+/// An order left PENDING by orders before the saga (its charge sent before anything was
+/// recorded) is recovered as one that may have been charged: compensated with a void at
+/// payments, not only a release.
+#[tokio::test]
+async fn pending_orders_from_before_the_saga_are_recovered_as_maybe_charged() {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_store::DbConfig {
+        url: lab_store::sqlite_url_for(dir.path(), "orders"),
+        schema: None,
+        max_connections: 1,
+    };
+    let before_the_saga = &orders::sql::MIGRATIONS[..2];
+    let db = lab_store::Db::connect(&config, before_the_saga)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO orders (order_id, idempotency_key, customer_id, items_json, status,
+         created_at_ms, updated_at_ms)
+         VALUES ('legacy-1', 'legacy-key', 'c1', '[{\"product_id\":\"sku-1\",\"quantity\":1}]',
+         'PENDING', 1, 1)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    db.close().await;
+
+    // Downstreams unreachable: the recovered saga stays COMPENSATING, showing its plan.
+    let app = spawn_without_downstreams(&dir, "f-full").await;
+    let db = lab_store::Db::connect(&config, &[]).await.unwrap();
+    let mut state = (String::new(), 0, String::new());
+    for _ in 0..100 {
+        let row = sqlx::query(
+            "SELECT status, refund_needed, failure_reason FROM orders WHERE order_id = 'legacy-1'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        state = (
+            row.get("status"),
+            row.get::<i64, _>("refund_needed"),
+            row.get("failure_reason"),
+        );
+        if state.0 == "COMPENSATING" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.0, "COMPENSATING", "{state:?}");
+    assert_eq!(state.1, 1, "voided at payments too: {state:?}");
+    assert!(state.2.contains("interrupted"), "{state:?}");
+    db.close().await;
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_downstream_urls_are_refused_at_start_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
