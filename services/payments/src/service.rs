@@ -55,7 +55,17 @@ enum Ledger {
     Existing {
         charge_id: String,
         first: Fingerprint,
+        refunded: bool,
     },
+}
+
+/// A key whose charge was refunded (its order voided) is not charged again, nor replayed
+/// as if it stood.
+fn refunded(key: &str, charge_id: &str) -> Status {
+    Status::failed_precondition(format!(
+        "idempotency_key: the charge of key {key:?} ({charge_id}) was refunded; it is not \
+         charged again"
+    ))
 }
 
 /// What a reuse of a charge's idempotency key must repeat.
@@ -193,17 +203,24 @@ impl PaymentsService {
         Ok(Ledger::Existing {
             charge_id: row.try_get("charge_id").map_err(errors::db)?,
             first,
+            refunded: row.try_get::<i64, _>("refunded").map_err(errors::db)? != 0,
         })
     }
 
-    /// Whether the ledger holds `charge_id`.
-    async fn ledger_has(&self, charge_id: &str) -> Result<bool, Status> {
-        Ok(sqlx::query(sql::GET_CHARGE)
+    /// Whether the ledger holds `charge_id` (refunded: an error).
+    async fn ledger_has(&self, key: &str, charge_id: &str) -> Result<bool, Status> {
+        let row = sqlx::query(sql::GET_CHARGE)
             .bind(charge_id)
             .fetch_optional(self.db.pool())
             .await
-            .map_err(errors::db)?
-            .is_some())
+            .map_err(errors::db)?;
+        match row {
+            None => Ok(false),
+            Some(row) if row.try_get::<i64, _>("refunded").map_err(errors::db)? != 0 => {
+                Err(refunded(key, charge_id))
+            }
+            Some(_) => Ok(true),
+        }
     }
 }
 
@@ -258,7 +275,7 @@ impl PaymentsService {
             Begin::Run(claim) => Some(claim),
             Begin::Replay(charge_id) => {
                 let charge_id = String::from_utf8_lossy(&charge_id).into_owned();
-                if self.ledger_has(&charge_id).await? {
+                if self.ledger_has(&req.idempotency_key, &charge_id).await? {
                     self.metrics.replays.inc();
                     return Ok(ChargeResponse {
                         charge_id,
@@ -290,15 +307,21 @@ impl PaymentsService {
             .await
             .and_then(|ledger| match ledger {
                 Ledger::Charged(charge_id) => Ok((charge_id, false, fp.clone())),
-                Ledger::Existing { charge_id, first } => {
+                Ledger::Existing {
+                    charge_id,
+                    first,
+                    refunded: was_refunded,
+                } => {
                     let differences = first.differences(fp);
-                    if differences.is_empty() {
-                        Ok((charge_id, true, first))
-                    } else {
+                    if !differences.is_empty() {
                         Err(errors::idempotency(IdempotencyError::Mismatch {
                             key: req.idempotency_key.clone(),
                             differences,
                         }))
+                    } else if was_refunded {
+                        Err(refunded(&req.idempotency_key, &charge_id))
+                    } else {
+                        Ok((charge_id, true, first))
                     }
                 }
             });

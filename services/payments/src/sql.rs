@@ -45,8 +45,8 @@ pub const INSERT_CHARGE: &str = "INSERT INTO charges
      created_at_ms)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
     ON CONFLICT (dedup_key) DO NOTHING";
-pub const CHARGE_BY_KEY: &str =
-    "SELECT charge_id, order_id, amount_minor, currency FROM charges WHERE dedup_key = $1";
+pub const CHARGE_BY_KEY: &str = "SELECT charge_id, order_id, amount_minor, currency, refunded
+    FROM charges WHERE dedup_key = $1";
 pub const REFUND: &str = "UPDATE charges SET refunded = 1 WHERE charge_id = $1 AND refunded = 0";
 /// Voids the order (taking its row lock), keeping the first void's time.
 pub const VOID_ORDER: &str = "INSERT INTO order_payments (order_id, voided_at_ms) VALUES ($1, $2)

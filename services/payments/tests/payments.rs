@@ -450,6 +450,26 @@ async fn a_key_is_charged_once_even_after_the_store_forgot_it() {
     let counters = audit(&app).await;
     assert_eq!(counters["charges_total"], 1, "{counters:?}");
     assert_eq!(counters["keys_charged_more_than_once"], 0, "{counters:?}");
+
+    // Once refunded, the key's charge is neither replayed as standing nor made again:
+    // from the store, and from the ledger after the store forgot.
+    client
+        .refund(RefundRequest {
+            charge_id: first.charge_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = |err: tonic::Status| {
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("was refunded"), "{}", err.message());
+    };
+    refused(client.charge(charge("o1", "k1", 100)).await.unwrap_err());
+    app.stop().await.unwrap();
+    let app = spawn(&dir, &FAST).await;
+    let mut client = PaymentsClient::new(app.channel());
+    refused(client.charge(charge("o1", "k1", 100)).await.unwrap_err());
+    assert_eq!(audit(&app).await["charges_total"], 1);
     app.stop().await.unwrap();
 }
 
