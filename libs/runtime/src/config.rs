@@ -248,4 +248,44 @@ mod tests {
             AdminAuth::Refuse
         );
     }
+
+    /// Stacks that keep their tables apart (a schema prefix per trial) keep their Redis keys
+    /// apart too: a key never replays an answer from another database.
+    #[tokio::test]
+    async fn redis_keys_follow_the_database_schema() {
+        let redis = lab_store::testing::redis_test_url();
+        let trial = |schema: &str| CommonArgs {
+            redis_url: Some(redis.clone()),
+            database_schema: Some(schema.to_owned()),
+            ..CommonArgs::default()
+        };
+        let tag = uuid_like();
+        let a = trial(&format!("a{tag}_orders"))
+            .idempotency_store("orders")
+            .await
+            .unwrap();
+        let b = trial(&format!("b{tag}_orders"))
+            .idempotency_store("orders")
+            .await
+            .unwrap();
+        let lease = std::time::Duration::from_secs(5);
+        assert_eq!(
+            a.claim("k", b"h", lease).await.unwrap(),
+            lab_store::Claim::Acquired
+        );
+        assert_eq!(
+            b.claim("k", b"h", lease).await.unwrap(),
+            lab_store::Claim::Acquired
+        );
+    }
+
+    fn uuid_like() -> String {
+        format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )
+    }
 }
