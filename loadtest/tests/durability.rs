@@ -323,7 +323,11 @@ async fn sigkill_between_charge_and_commit(postgres_redis: bool) {
             })
             .await
             .unwrap_err();
-    assert_eq!(retried.code(), tonic::Code::Aborted, "{retried:?}");
+    assert_eq!(
+        retried.code(),
+        tonic::Code::FailedPrecondition,
+        "{retried:?}"
+    );
     assert!(
         retried.message().contains("interrupted"),
         "{}",

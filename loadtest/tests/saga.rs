@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lab_proto::shop::v1::gateway_client::GatewayClient;
-use lab_proto::shop::v1::{LineItem, Order, OrderStatus, PlaceOrderRequest};
+use lab_proto::shop::v1::orders_client::OrdersClient;
+use lab_proto::shop::v1::{CreateOrderRequest, LineItem, Order, OrderStatus, PlaceOrderRequest};
 use support::{Backend, Options, Stack, count, unique_key};
 use tonic::Code;
 
@@ -60,7 +61,7 @@ struct Rows {
     unrefunded: i64,
 }
 
-async fn rows(stack: &Stack, key: &str) -> Rows {
+async fn rows_of(stack: &Stack, key: &str) -> Rows {
     let (orders, payments) = (stack.db("orders").await, stack.db("payments").await);
     let rows = Rows {
         orders: count(&orders, ORDERS_OF_KEY, key).await,
@@ -122,7 +123,7 @@ async fn ten_ms_deadline_then_retries_confirm_once(backend: Backend) {
     let again = place_until_answered(&mut gateway, &req).await;
     assert_eq!(again.order_id, order.order_id, "the same saga");
 
-    let rows = rows(&stack, &key).await;
+    let rows = rows_of(&stack, &key).await;
     assert_eq!(
         (rows.orders, rows.confirmed, rows.charges, rows.unrefunded),
         (1, 1, 1, 1),
@@ -131,6 +132,65 @@ async fn ten_ms_deadline_then_retries_confirm_once(backend: Backend) {
     assert_eq!(open_reservations(&stack, &order.order_id).await, 1);
     let audit = Stack::audit(&stack.payments).await;
     assert_eq!(audit.counters["keys_charged_more_than_once"], 0);
+
+    // Cut short anywhere between claiming the key and starting the saga (deadlines of 1 to
+    // 20 ms, straight to orders: through the gateway they would open its breaker), every
+    // key still has one saga, driven to its end: confirmed and charged once — or, should
+    // this busy machine let a step time out, failed with nothing charged. Never abandoned
+    // (the recovery worker's "interrupted"), never a key left claimed by nobody.
+    let orders = OrdersClient::new(stack.orders.channel());
+    // Products spread out, so that the reservations do not queue on one row lock.
+    let create = |i: usize, key: &str| CreateOrderRequest {
+        idempotency_key: key.into(),
+        customer_id: "customer-1".into(),
+        items: vec![LineItem {
+            product_id: format!("sku-{}", i % 9 + 1),
+            quantity: 1,
+        }],
+    };
+    let keys: Vec<String> = (1..=20).map(|ms| unique_key(&format!("cut{ms}"))).collect();
+    let cut = keys.iter().enumerate().map(|(i, key)| {
+        let mut orders = orders.clone();
+        let mut req = tonic::Request::new(create(i, key));
+        req.set_timeout(Duration::from_millis(i as u64 + 1));
+        async move { orders.create_order(req).await }
+    });
+    futures::future::join_all(cut).await;
+    let retried = keys.iter().enumerate().map(|(i, key)| {
+        let mut orders = orders.clone();
+        let req = create(i, key);
+        async move {
+            for _ in 0..10 {
+                let mut attempt = tonic::Request::new(req.clone());
+                attempt.set_timeout(Duration::from_secs(2));
+                match orders.create_order(attempt).await {
+                    Err(status) if status.code() == Code::Aborted => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    answer => return answer.map(|a| a.into_inner().order.unwrap()),
+                }
+            }
+            panic!("{}: still in flight after 10 tries", req.idempotency_key);
+        }
+    });
+    let answers = futures::future::join_all(retried).await;
+    for (key, answer) in keys.iter().zip(answers) {
+        let found = rows_of(&stack, key).await;
+        match answer {
+            Ok(order) => {
+                assert_eq!(order.status, OrderStatus::Confirmed as i32, "{order:?}");
+                assert_eq!(
+                    (found.orders, found.confirmed, found.charges),
+                    (1, 1, 1),
+                    "{key}"
+                );
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::DeadlineExceeded, "{key}: {status:?}");
+                assert_eq!((found.orders, found.unrefunded), (1, 0), "{key}");
+            }
+        }
+    }
     stack.stop().await;
 }
 
@@ -176,7 +236,7 @@ async fn slow_payments_and_three_client_retries(backend: Backend, profile: &str)
     settled(&stack).await;
     // The charges sent before the compensation land 800 ms after they started.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let rows = rows(&stack, &key).await;
+    let rows = rows_of(&stack, &key).await;
     assert!(
         rows.unrefunded <= rows.confirmed && rows.confirmed <= 1,
         "{profile}: {} unrefunded charges, {} confirmed orders, {} charges",
@@ -257,7 +317,7 @@ async fn two_hundred_calls_with_one_key_make_one_saga(backend: Backend) {
         "{errors:?}"
     );
     settled(&stack).await;
-    let rows = rows(&stack, &key).await;
+    let rows = rows_of(&stack, &key).await;
     assert_eq!(
         (rows.orders, rows.confirmed, rows.charges),
         (1, 1, 1),
@@ -327,7 +387,7 @@ async fn key_reuse_with_other_parameters_is_refused(backend: Backend) {
         stack.restart_orders().await;
         gateway = GatewayClient::new(stack.gateway.channel());
     }
-    let rows = rows(&stack, &key).await;
+    let rows = rows_of(&stack, &key).await;
     assert_eq!((rows.orders, rows.charges), (1, 1));
     stack.stop().await;
 }
@@ -362,7 +422,7 @@ async fn without_idempotency_a_ten_ms_deadline_leaves_nothing_charged_or_reserve
     assert!(gateway.place_order(cut_short).await.is_err());
     settled(&stack).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let rows = rows(&stack, &key).await;
+    let rows = rows_of(&stack, &key).await;
     assert_eq!((rows.orders, rows.confirmed, rows.unrefunded), (1, 0, 0));
     let inventory = Stack::audit(&stack.inventory).await;
     assert_eq!(inventory.counters["open_reservations"], 0);
@@ -392,7 +452,7 @@ async fn the_baseline_duplicates_and_the_audits_count_it() {
     let retry = place_until_answered(&mut gateway, &req).await;
     assert_eq!(retry.status, OrderStatus::Confirmed as i32);
     settled(&stack).await;
-    let rows = rows(&stack, &key).await;
+    let rows = rows_of(&stack, &key).await;
     assert_eq!(
         (rows.orders, rows.confirmed, rows.charges, rows.unrefunded),
         (2, 2, 2, 2),

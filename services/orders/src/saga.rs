@@ -452,7 +452,8 @@ impl Driver {
     /// A saga whose driver stopped: never forward (that could charge a second time), back.
     async fn recover(&self, saga: &mut Saga) -> Outcome {
         if matches!(saga.state, State::Pending | State::Reserved) {
-            let failure = Status::aborted(format!(
+            // Not ABORTED ("in flight, retry"): this key's order can never complete now.
+            let failure = Status::failed_precondition(format!(
                 "the order was interrupted before it completed (its driver stopped) and was \
                  undone; place it again with a new idempotency key (order {})",
                 saga.order_id

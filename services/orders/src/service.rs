@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::saga::{self, Driver, Outcome, Registration, Saga, Start};
 use crate::{Config, sql};
@@ -107,9 +108,29 @@ impl OrdersService {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Places a validated order and waits for its answer. `budget`: the incoming deadline
+    /// the client stacks propagate; `deadline`: the caller's, for waiting on another attempt.
+    async fn place(
+        self,
+        req: CreateOrderRequest,
+        budget: Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let items = validate::merged_items(&req.items);
+        match self.driver.idempotency() {
+            None => self.place_new(&req, items, budget).await,
+            Some(idempotency) => self.place_once(idempotency, &req, items, deadline).await,
+        }
+    }
+
     /// Idempotency off: every attempt is a saga of its own, whose forward steps keep the
     /// caller's deadline (nobody can join it once the caller has given up).
-    async fn place_new(&self, req: &CreateOrderRequest, items: Vec<LineItem>) -> Outcome {
+    async fn place_new(
+        &self,
+        req: &CreateOrderRequest,
+        items: Vec<LineItem>,
+        budget: Option<Instant>,
+    ) -> Outcome {
         let saga = Saga::new(&req.idempotency_key, false, &req.customer_id, items);
         let registration = self.register(&saga)?;
         if !self.insert(&saga).await? {
@@ -118,7 +139,6 @@ impl OrdersService {
             ));
         }
         let outcome = registration.outcome();
-        let budget = deadline::current();
         self.driver.spawn(
             registration,
             saga,
@@ -281,11 +301,17 @@ impl Orders for OrdersService {
         validate::idempotency_key("idempotency_key", &req.idempotency_key)?;
         validate::id("customer_id", &req.customer_id, validate::MAX_ID_LEN)?;
         validate::line_items("items", &req.items)?;
-        let items = validate::merged_items(&req.items);
-        let order = match self.driver.idempotency() {
-            None => self.place_new(&req, items).await?,
-            Some(idempotency) => self.place_once(idempotency, &req, items, deadline).await?,
-        };
+        // On a task of its own: a caller that gives up between claiming the key, storing
+        // the saga and starting its driver must not leave the key claimed by nobody, nor
+        // the saga stored but not driven.
+        let service = self.clone();
+        let budget = deadline::current();
+        let order = tokio::spawn(
+            async move { service.place(req, budget, deadline).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| Status::internal(format!("the order task failed: {e}")))??;
         Ok(Response::new(CreateOrderResponse { order: Some(order) }))
     }
 
