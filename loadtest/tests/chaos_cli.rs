@@ -1,6 +1,8 @@
 //! `frlab chaos apply|ls|clear` against a real local stack (processes), with the manifests
 //! from k8s/chaos/: an outage refuses orders until it is cleared, and a bad manifest is
-//! refused naming the field with nothing applied.
+//! refused naming the field with nothing applied. Apply is all or nothing also when a
+//! later target is unreachable (refused before applying) or refuses its fault (what was
+//! applied is cleared again).
 
 use std::process::Command;
 
@@ -99,4 +101,101 @@ async fn apply_list_and_clear_an_outage_from_its_manifest() {
     // Without a running stack, the error says what to do.
     let (ok, _, err) = frlab(&["chaos", "--stack", "/nonexistent/stack.json", "ls"]);
     assert!(!ok && err.contains("frlab up"), "{err}");
+}
+
+const OUTAGE_THEN_LOCK: &str = "apiVersion: lab.frlab.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: first}\nspec:\n  selector: {service: payments}\n  action: outage\n  duration: 60s\n---\napiVersion: lab.frlab.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: second}\nspec:\n  selector: {service: inventory}\n  action: lock-hold\n  lockHold: {holdMs: 100}\n  duration: 60s\n";
+
+/// A stack file whose payments is the real one and whose inventory admin port is `inventory`.
+fn stack_file(
+    dir: &std::path::Path,
+    payments: &lab_runtime::testing::TestApp,
+    inventory: std::net::SocketAddr,
+) -> String {
+    let entry = |service: &str, admin: std::net::SocketAddr| {
+        serde_json::json!({
+            "service": service,
+            "grpc": payments.grpc.to_string(),
+            "http": payments.http.to_string(),
+            "admin": admin.to_string(),
+        })
+    };
+    let path = dir.join("stack.json");
+    let stack = serde_json::json!([
+        entry("payments", payments.admin),
+        entry("inventory", inventory)
+    ]);
+    std::fs::write(&path, stack.to_string()).unwrap();
+    path.display().to_string()
+}
+
+async fn faults_on(app: &lab_runtime::testing::TestApp) -> Vec<String> {
+    lab_proto::lab::v1::faults_client::FaultsClient::new(app.admin_channel())
+        .list(lab_proto::lab::v1::ListFaultsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .faults
+        .into_iter()
+        .map(|f| f.fault.unwrap().name)
+        .collect()
+}
+
+// Multi-threaded: the in-process payments serves while this thread waits for frlab.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_is_all_or_nothing_when_a_later_target_fails() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let payments = lab_runtime::testing::TestApp::spawn(
+        payments::Config::parse_from([
+            "payments",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--insecure-admin",
+        ]),
+        payments::run,
+    )
+    .await;
+    let manifest = dir.path().join("two.yaml");
+    std::fs::write(&manifest, OUTAGE_THEN_LOCK).unwrap();
+    let manifest = manifest.to_str().unwrap();
+
+    // The second target is unreachable: refused before anything is applied.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = closed.local_addr().unwrap();
+    drop(closed);
+    let stack = stack_file(dir.path(), &payments, unreachable);
+    let (ok, _, err) = frlab(&["chaos", "--stack", &stack, "apply", "-f", manifest]);
+    assert!(!ok);
+    assert!(
+        err.contains("inventory") && err.contains("nothing was applied"),
+        "{err}"
+    );
+    assert_eq!(faults_on(&payments).await, Vec::<String>::new());
+
+    // The second target answers but refuses its fault (this "inventory" is payments): the
+    // first fault, already applied, is cleared again.
+    let stack = stack_file(dir.path(), &payments, payments.admin);
+    let (ok, out, err) = frlab(&["chaos", "--stack", &stack, "apply", "-f", manifest]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("rolled back") && err.contains("first on payments"),
+        "{err}"
+    );
+    assert!(err.contains("spec.selector.service"), "{err}");
+    assert_eq!(faults_on(&payments).await, Vec::<String>::new());
+
+    // The token may come from a file (not the command line); a bad one is named.
+    let (ok, _, err) = frlab(&[
+        "chaos",
+        "--stack",
+        &stack,
+        "--token-file",
+        "/nonexistent/token",
+        "ls",
+    ]);
+    assert!(
+        !ok && err.contains("--token-file /nonexistent/token"),
+        "{err}"
+    );
+    payments.stop().await.unwrap();
 }

@@ -51,8 +51,9 @@ impl AdminAuth {
         match self {
             AdminAuth::Insecure => Ok(()),
             AdminAuth::Refuse => Err(Status::unauthenticated(
-                "the admin API has no token configured: start the service with --admin-token \
-                 (or FRLAB_ADMIN_TOKEN), or with --insecure-admin for local use",
+                "the admin API has no token configured: start the service with \
+                 --admin-token-file FILE (or FRLAB_ADMIN_TOKEN), or with --insecure-admin for \
+                 local use",
             )),
             AdminAuth::Token(expected) => {
                 let Some(value) = metadata.get("authorization") else {

@@ -134,7 +134,10 @@ async fn no_token_configured_refuses_every_call_saying_how_to_configure_one() {
         .list(Request::new(ListFaultsRequest {}))
         .await
         .unwrap_err();
-    assert!(status.message().contains("--admin-token"), "{status:?}");
+    assert!(
+        status.message().contains("--admin-token-file"),
+        "{status:?}"
+    );
     assert!(status.message().contains("--insecure-admin"), "{status:?}");
     assert!(admin.faults.is_empty());
 }

@@ -34,10 +34,22 @@ impl<'a> Snapshot<'a> {
         sql: &'static str,
         names: &[&str],
     ) -> Result<&mut Self, Status> {
-        let row = sqlx::query(sql)
-            .fetch_one(self.pool)
-            .await
-            .map_err(errors::db)?;
+        self.columns_with(sql, &[], names).await
+    }
+
+    /// [`Snapshot::columns`] of a query with `$1, $2, …` bound to `binds` (a time bound,
+    /// say).
+    pub async fn columns_with(
+        &mut self,
+        sql: &'static str,
+        binds: &[i64],
+        names: &[&str],
+    ) -> Result<&mut Self, Status> {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let row = query.fetch_one(self.pool).await.map_err(errors::db)?;
         for name in names {
             let value = row.try_get::<i64, _>(*name).map_err(errors::db)?;
             self.counters.insert(name.to_string(), value);

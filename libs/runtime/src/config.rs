@@ -4,6 +4,25 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The environment variable that may hold the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "FRLAB_ADMIN_TOKEN";
+
+/// Why the admin token could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error("--admin-token-file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--admin-token-file {path}: the file is empty")]
+    Empty { path: String },
+    #[error(
+        "the admin token is given twice: --admin-token-file {path} and {ADMIN_TOKEN_ENV}; keep one"
+    )]
+    Twice { path: String },
+}
+
 /// Flags shared by all five services. Each can also be set by environment variable.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct CommonArgs {
@@ -30,9 +49,16 @@ pub struct CommonArgs {
     /// port + 10 (any free port when the gRPC port is 0).
     #[arg(long, env = "FRLAB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
-    /// Bearer token the admin port requires (`authorization: Bearer TOKEN`). Without one
-    /// the admin port refuses every call, unless --insecure-admin is given.
-    #[arg(long, env = "FRLAB_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the bearer token the admin port requires (`authorization: Bearer
+    /// TOKEN`; surrounding whitespace ignored). The token may instead be in the
+    /// FRLAB_ADMIN_TOKEN environment variable — never on the command line, where any user
+    /// of the machine can read it. Without a token the admin port refuses every call,
+    /// unless --insecure-admin is given.
+    #[arg(long, env = "FRLAB_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token from the FRLAB_ADMIN_TOKEN environment variable (no flag: see
+    /// --admin-token-file).
+    #[arg(skip = std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()))]
     pub admin_token: Option<String>,
     /// Accept admin calls without a token (local use only; `frlab up` passes it).
     #[arg(long, env = "FRLAB_INSECURE_ADMIN")]
@@ -70,13 +96,34 @@ impl CommonArgs {
         })
     }
 
-    /// Who may call the admin port.
-    pub fn admin_auth(&self) -> lab_chaos::AdminAuth {
-        match (&self.admin_token, self.insecure_admin) {
-            (Some(token), _) if !token.is_empty() => lab_chaos::AdminAuth::Token(token.clone()),
-            (_, true) => lab_chaos::AdminAuth::Insecure,
-            _ => lab_chaos::AdminAuth::Refuse,
-        }
+    /// Who may call the admin port: the token of `--admin-token-file` or FRLAB_ADMIN_TOKEN
+    /// (not both), else anyone with `--insecure-admin`, else nobody.
+    pub fn admin_auth(&self) -> Result<lab_chaos::AdminAuth, AdminTokenError> {
+        let token = match (&self.admin_token_file, &self.admin_token) {
+            (Some(path), Some(_)) => {
+                return Err(AdminTokenError::Twice {
+                    path: path.display().to_string(),
+                });
+            }
+            (Some(path), None) => {
+                let shown = || path.display().to_string();
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| AdminTokenError::Read {
+                        path: shown(),
+                        source,
+                    })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(AdminTokenError::Empty { path: shown() });
+                }
+                Some(token.to_owned())
+            }
+            (None, token) => token.clone(),
+        };
+        Ok(lab_chaos::AdminAuth::from_config(
+            token.as_deref(),
+            self.insecure_admin,
+        ))
     }
 
     pub fn http_addr(&self, default_port: u16) -> SocketAddr {
@@ -116,11 +163,129 @@ impl CommonArgs {
         )
     }
 
-    /// The idempotency store: Redis when `--redis-url` is set, else in memory.
+    /// The idempotency store: Redis when `--redis-url` is set, else in memory. Redis keys
+    /// are prefixed with the service's database schema (default: the service name), so
+    /// stacks that keep their tables apart (one schema prefix per experiment trial) keep
+    /// their keys apart too, and a key never replays an answer from another database.
     pub async fn idempotency_store(
         &self,
-        namespace: &str,
+        service: &str,
     ) -> Result<lab_store::IdempotencyStore, lab_store::StoreError> {
+        let namespace = self.database_schema.as_deref().unwrap_or(service);
         lab_store::IdempotencyStore::connect(self.redis_url.as_deref(), namespace).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use lab_chaos::AdminAuth;
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonArgs, clap::Error> {
+        Args::try_parse_from(std::iter::once("svc").chain(args.iter().copied())).map(|a| a.common)
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_file_or_the_environment_never_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut args = parse(&["--admin-token-file", file.to_str().unwrap()]).unwrap();
+        args.admin_token = None;
+        assert_eq!(
+            args.admin_auth().unwrap(),
+            AdminAuth::Token("s3cret".into())
+        );
+
+        // From the environment (the field clap fills from FRLAB_ADMIN_TOKEN).
+        let env_only = CommonArgs {
+            admin_token: Some("from-env".into()),
+            ..CommonArgs::default()
+        };
+        assert_eq!(
+            env_only.admin_auth().unwrap(),
+            AdminAuth::Token("from-env".into())
+        );
+        let twice = CommonArgs {
+            admin_token: Some("from-env".into()),
+            ..args.clone()
+        };
+        let err = twice.admin_auth().unwrap_err().to_string();
+        assert!(
+            err.contains("twice") && err.contains("FRLAB_ADMIN_TOKEN"),
+            "{err}"
+        );
+
+        std::fs::write(&file, " \n").unwrap();
+        let err = args.admin_auth().unwrap_err().to_string();
+        assert!(
+            err.contains("--admin-token-file") && err.contains("empty"),
+            "{err}"
+        );
+        let missing = CommonArgs {
+            admin_token_file: Some(dir.path().join("absent")),
+            ..CommonArgs::default()
+        };
+        let err = missing.admin_auth().unwrap_err().to_string();
+        assert!(err.contains("absent"), "{err}");
+
+        let err = parse(&["--admin-token", "s3cret"]).expect_err("refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        let insecure = CommonArgs {
+            insecure_admin: true,
+            ..CommonArgs::default()
+        };
+        assert_eq!(insecure.admin_auth().unwrap(), AdminAuth::Insecure);
+        assert_eq!(
+            CommonArgs::default().admin_auth().unwrap(),
+            AdminAuth::Refuse
+        );
+    }
+
+    /// Stacks that keep their tables apart (a schema prefix per trial) keep their Redis keys
+    /// apart too: a key never replays an answer from another database.
+    #[tokio::test]
+    async fn redis_keys_follow_the_database_schema() {
+        let redis = lab_store::testing::redis_test_url();
+        let trial = |schema: &str| CommonArgs {
+            redis_url: Some(redis.clone()),
+            database_schema: Some(schema.to_owned()),
+            ..CommonArgs::default()
+        };
+        let tag = uuid_like();
+        let a = trial(&format!("a{tag}_orders"))
+            .idempotency_store("orders")
+            .await
+            .unwrap();
+        let b = trial(&format!("b{tag}_orders"))
+            .idempotency_store("orders")
+            .await
+            .unwrap();
+        let lease = std::time::Duration::from_secs(5);
+        assert_eq!(
+            a.claim("k", b"h", lease).await.unwrap(),
+            lab_store::Claim::Acquired
+        );
+        assert_eq!(
+            b.claim("k", b"h", lease).await.unwrap(),
+            lab_store::Claim::Acquired
+        );
+    }
+
+    fn uuid_like() -> String {
+        format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )
     }
 }

@@ -1,6 +1,10 @@
-//! The gRPC deadline a caller set, read from the `grpc-timeout` header.
+//! The gRPC deadline a caller set, read from the `grpc-timeout` header, and the task-local
+//! incoming deadline the client stacks propagate ([`current`], [`scope`]: work a handler
+//! spawns on another task carries the deadline only if wrapped in [`scope`]).
 
 use std::time::Duration;
+
+pub use lab_resilience::deadline::{current, scope};
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {

@@ -1,6 +1,10 @@
 //! Serving one service: its gRPC routes plus health, reflection and server metrics on the
 //! gRPC port, and `/metrics`, `/state`, `/healthz` on the HTTP side port.
 //!
+//! Server reflection describes only the business API the port serves (the gateway's
+//! public port: `shop.v1.Gateway`), never the other services' internal APIs nor the lab's
+//! plumbing ([`ServiceHost::add_lab_service`]: `lab.v1.Audit`).
+//!
 //! Shutdown order: health turns NOT_SERVING first (so load balancers stop sending), then the
 //! gRPC server stops accepting and drains in-flight calls, bounded by a drain timeout.
 
@@ -89,6 +93,35 @@ pub enum HostError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// A tonic server (`XxxServer::new(..)`) the host can route to.
+pub trait GrpcService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Collects a service's gRPC routes, metrics and state, builds its resilience stacks from
 /// the profile, then serves them.
 pub struct ServiceHost {
@@ -98,6 +131,8 @@ pub struct ServiceHost {
     state: StateBoard,
     routes: RoutesBuilder,
     health_names: Vec<&'static str>,
+    /// The business services, the ones reflection describes.
+    listed_names: Vec<&'static str>,
     server_metrics: ServerMetrics,
     resilience: lab_resilience::stack::Metrics,
     faults: FaultSet,
@@ -129,6 +164,7 @@ impl ServiceHost {
             state,
             routes: RoutesBuilder::default(),
             health_names: Vec::new(),
+            listed_names: Vec::new(),
             server_metrics,
             resilience,
             faults,
@@ -138,10 +174,10 @@ impl ServiceHost {
     }
 
     /// A host configured from the common flags: the profile (`--profile`) and who may call
-    /// the admin port (`--admin-token`, `--insecure-admin`).
+    /// the admin port (`--admin-token-file` or FRLAB_ADMIN_TOKEN, `--insecure-admin`).
     pub fn from_args(name: &'static str, args: &crate::CommonArgs) -> anyhow::Result<Self> {
         let mut host = Self::new(name, args.profile()?);
-        host.admin_auth = args.admin_auth();
+        host.admin_auth = args.admin_auth()?;
         Ok(host)
     }
 
@@ -199,20 +235,16 @@ impl ServiceHost {
         &self.server_metrics
     }
 
-    /// Adds a gRPC service; its name is reported SERVING by gRPC health while up.
-    pub fn add_service<S>(&mut self, svc: S) -> &mut Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    /// Adds a business gRPC service: reported SERVING by gRPC health while up, and
+    /// described by server reflection.
+    pub fn add_service<S: GrpcService>(&mut self, svc: S) -> &mut Self {
+        self.listed_names.push(S::NAME);
+        self.add_lab_service(svc)
+    }
+
+    /// Adds a lab plumbing service (`lab.v1.Audit`): served and reported by gRPC health,
+    /// but not advertised by reflection, which describes the business API only.
+    pub fn add_lab_service<S: GrpcService>(&mut self, svc: S) -> &mut Self {
         self.health_names.push(S::NAME);
         self.routes.add_service(svc);
         self
@@ -228,13 +260,17 @@ impl ServiceHost {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(lab_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let described = described_files(&self.listed_names)?;
+        let reflection = || {
+            self.listed_names.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_file_descriptor_set(described.clone()),
+                |b, name| b.with_service_name(*name),
+            )
+        };
+        let reflection_v1 = reflection().build_v1()?;
         // grpcurl before 1.8.8 only speaks v1alpha.
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(lab_proto::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         self.routes
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -301,11 +337,14 @@ impl ServiceHost {
             // refusal below and the handler, whose downstream calls become its children.
             .layer(ServerTraceLayer::new(self.name))
             .layer(server_stack)
-            // Innermost: faults act where the service's own code would fail.
+            // Faults act where the service's own code would fail.
             .layer(FaultLayer::new(
                 self.faults.clone(),
                 self.latency_in_handler,
             ))
+            // Innermost: a body that does not decode is the caller's error, named as such
+            // (INVALID_ARGUMENT), before the layers above count and classify the answer.
+            .layer(crate::errors::MalformedRequestLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(bound.grpc), stop_accepting);
         let drain_bound = async {
@@ -330,6 +369,46 @@ impl ServiceHost {
         }
         Ok(())
     }
+}
+
+/// The files of [`lab_proto::FILE_DESCRIPTOR_SET`] that define the `services` (fully
+/// qualified names), with the files they import: what reflection may describe.
+fn described_files(
+    services: &[&str],
+) -> Result<prost_types::FileDescriptorSet, tonic_reflection::server::Error> {
+    use prost::Message;
+    let all = prost_types::FileDescriptorSet::decode(lab_proto::FILE_DESCRIPTOR_SET)
+        .map_err(tonic_reflection::server::Error::DecodeError)?;
+    let defines = |file: &prost_types::FileDescriptorProto, service: &str| {
+        file.service
+            .iter()
+            .any(|s| format!("{}.{}", file.package(), s.name()) == service)
+    };
+    let mut wanted: Vec<String> = all
+        .file
+        .iter()
+        .filter(|f| services.iter().any(|s| defines(f, s)))
+        .map(|f| f.name().to_owned())
+        .collect();
+    // The closure over imports.
+    let mut i = 0;
+    while i < wanted.len() {
+        if let Some(file) = all.file.iter().find(|f| f.name() == wanted[i]) {
+            for dep in &file.dependency {
+                if !wanted.contains(dep) {
+                    wanted.push(dep.clone());
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(prost_types::FileDescriptorSet {
+        file: all
+            .file
+            .into_iter()
+            .filter(|f| wanted.iter().any(|w| w == f.name()))
+            .collect(),
+    })
 }
 
 fn side_port_router(

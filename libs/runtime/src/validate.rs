@@ -2,6 +2,7 @@
 //! field path (`items[2].quantity: …`) and shows the offending value, so a caller can fix the
 //! request without reading our code.
 
+use lab_proto::shop::v1::LineItem;
 use tonic::Status;
 
 pub const MAX_ID_LEN: usize = 64;
@@ -52,8 +53,9 @@ pub fn idempotency_key(field: &str, value: &str) -> Result<(), Status> {
     id(field, value, MAX_KEY_LEN)
 }
 
-/// Line items: 1..=50 of them, each with a product id and a quantity in 1..=1000.
-pub fn line_items(field: &str, items: &[lab_proto::shop::v1::LineItem]) -> Result<(), Status> {
+/// Line items: 1..=50 of them, each with a product id and a quantity in 1..=1000, and at
+/// most 1000 of one product over all its lines (repeating a product cannot bypass the cap).
+pub fn line_items(field: &str, items: &[LineItem]) -> Result<(), Status> {
     if items.is_empty() {
         return Err(invalid(field, "at least one item is required"));
     }
@@ -79,13 +81,46 @@ pub fn line_items(field: &str, items: &[lab_proto::shop::v1::LineItem]) -> Resul
             ));
         }
     }
+    for merged in merged_items(items) {
+        if merged.quantity > MAX_QUANTITY {
+            let lines: Vec<String> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.product_id == merged.product_id)
+                .map(|(n, _)| format!("{field}[{n}]"))
+                .collect();
+            return Err(invalid(
+                field,
+                format!(
+                    "at most {MAX_QUANTITY} of one product, got {} of {} over {}",
+                    merged.quantity,
+                    shown(&merged.product_id),
+                    lines.join(", ")
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The items with the lines of one product merged into one, in product id order: the
+/// canonical form of an order's items (what a reuse of its idempotency key must repeat).
+/// Quantities saturate instead of overflowing; [`line_items`] bounds them.
+pub fn merged_items(items: &[LineItem]) -> Vec<LineItem> {
+    let mut merged: Vec<LineItem> = Vec::with_capacity(items.len());
+    for item in items {
+        match merged.iter_mut().find(|m| m.product_id == item.product_id) {
+            Some(m) => m.quantity = m.quantity.saturating_add(item.quantity),
+            None => merged.push(item.clone()),
+        }
+    }
+    merged.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    merged
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lab_proto::shop::v1::LineItem;
 
     fn item(p: &str, q: i32) -> LineItem {
         LineItem {
@@ -123,6 +158,23 @@ mod tests {
                 .unwrap_err()
                 .message()
                 .contains("got 51")
+        );
+    }
+
+    #[test]
+    fn repeated_products_are_merged_and_capped_over_all_their_lines() {
+        let items = [item("sku-2", 3), item("sku-1", 600), item("sku-2", 4)];
+        assert_eq!(
+            merged_items(&items),
+            vec![item("sku-1", 600), item("sku-2", 7)]
+        );
+        assert!(line_items("items", &items).is_ok());
+        let over = [item("sku-1", 600), item("sku-2", 1), item("sku-1", 600)];
+        let e = line_items("items", &over).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "items: at most 1000 of one product, got 1200 of \"sku-1\" over items[0], items[2]"
         );
     }
 }

@@ -9,7 +9,8 @@
 //!   from [`Migration`]s written in code; a Postgres schema per service; helpers
 //!   ([`is_unique_violation`], [`now_ms`], [`sqlite_url_for`]).
 //! - [`idempotency`]: [`IdempotencyStore`], one atomic claim / complete / abandon API over
-//!   memory or Redis.
+//!   memory or Redis, and [`Idempotency`], the claim / replay / in-flight protocol on top of
+//!   it that every service uses (parameters checked, duplicates wait for the holder).
 //! - [`testing`]: test helpers for a real Postgres and Redis (unique schemas, loud failures
 //!   when a server is missing). Not `cfg(test)`, so other crates' tests can use it.
 //! - [`StoreError`]: the one error type; URLs in it never show a password.
@@ -21,4 +22,7 @@ pub mod testing;
 
 pub use db::{Backend, Db, DbConfig, Migration, is_unique_violation, now_ms, sqlite_url_for};
 pub use error::StoreError;
-pub use idempotency::{Claim, IdempotencyStore, MemoryStore, RedisStore};
+pub use idempotency::{
+    Begin, Claim, Claimed, Fingerprint, Idempotency, IdempotencyError, IdempotencyStore,
+    MemoryStore, RedisStore,
+};

@@ -1,9 +1,14 @@
 //! `frlab chaos apply|clear|ls`: FaultInjection documents applied to a local stack through
 //! each service's `lab.v1.Faults` admin port — the same YAML `kubectl apply` takes on a
 //! cluster. A running `frlab up` writes where every port is to `<data-dir>/stack.json`.
+//!
+//! `apply` is all or nothing: every document is validated, and every target's admin port
+//! must answer (with the token accepted) before anything is applied; should an apply still
+//! fail (a target went away meanwhile), the faults this command applied are cleared again.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -23,17 +28,27 @@ pub struct ChaosArgs {
         global = true
     )]
     pub stack: PathBuf,
-    /// Bearer token for the admin ports (not needed for a stack started by `frlab up`)
+    /// Bearer token for the admin ports (not needed for a stack started by `frlab up`).
+    /// Prefer --token-file or the environment: a command line is visible to every user
     #[arg(long, env = "FRLAB_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// File holding the bearer token for the admin ports
+    #[arg(
+        long,
+        env = "FRLAB_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: ChaosCommand,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ChaosCommand {
-    /// Apply the FaultInjection documents of a YAML file (all or nothing: every document
-    /// is validated first)
+    /// Apply the FaultInjection documents of a YAML file (all or nothing: every document is
+    /// validated and every target reached first; on a failure what was applied is cleared)
     Apply {
         /// A FaultInjection YAML file (several documents separated by `---` are fine),
         /// e.g. k8s/chaos/payment-errors.yaml
@@ -49,7 +64,16 @@ pub enum ChaosCommand {
     Ls,
 }
 
-pub async fn run(args: ChaosArgs) -> Result<ExitCode> {
+pub async fn run(mut args: ChaosArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --token-file {}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            bail!("--token-file {}: the file is empty", path.display());
+        }
+        args.token = Some(token.to_owned());
+    }
     match args.command {
         ChaosCommand::Apply { ref file, seed } => apply(&args, file, seed).await,
         ChaosCommand::Clear { ref name } => clear(&args, name.as_deref()).await,
@@ -82,6 +106,17 @@ fn admin_client(endpoint: &ServiceAddrs, token: Option<&str>) -> Result<AdminCli
     faults_client(admin, token)
 }
 
+/// How long a target's admin port gets to answer the check before anything is applied.
+const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn failed(service: &str, status: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{service}: {}: {}",
+        lab_proto::codes::code_name(status.code()),
+        status.message()
+    )
+}
+
 async fn apply(args: &ChaosArgs, file: &Path, seed: Option<u64>) -> Result<ExitCode> {
     let docs = load_documents(file)?;
     let stack = read_stack(&args.stack)?;
@@ -97,33 +132,85 @@ async fn apply(args: &ChaosArgs, file: &Path, seed: Option<u64>) -> Result<ExitC
                     doc.metadata.name
                 )
             })?;
-        targets.push((doc, endpoint));
+        targets.push((
+            doc,
+            endpoint,
+            admin_client(endpoint, args.token.as_deref())?,
+        ));
     }
-    for (doc, endpoint) in targets {
+    // Refuse before applying anything: every target answers, and accepts the token.
+    for (doc, endpoint, client) in &mut targets {
+        let mut check = tonic::Request::new(ListFaultsRequest {});
+        check.set_timeout(REACH_TIMEOUT);
+        client.list(check).await.map_err(|s| {
+            failed(&endpoint.service, &s).context(format!(
+                "FaultInjection {:?} cannot be applied: nothing was applied",
+                doc.metadata.name
+            ))
+        })?;
+    }
+    let mut applied: Vec<(&str, &ServiceAddrs, &mut AdminClient)> = Vec::new();
+    let mut report = Vec::new();
+    for (doc, endpoint, client) in &mut targets {
         let fault = doc.spec.to_fault(&doc.metadata.name, seed);
-        let answer = admin_client(endpoint, args.token.as_deref())?
-            .apply(ApplyFaultRequest { fault: Some(fault) })
-            .await
-            .map_err(|s| {
-                anyhow::anyhow!(
-                    "{}: {}: {}",
+        match client.apply(ApplyFaultRequest { fault: Some(fault) }).await {
+            Ok(answer) => {
+                let left = answer.into_inner().expires_at_ms - lab_runtime::now_ms();
+                report.push(format!(
+                    "applied {:<20} {:?} on {} for {} (expires in {:.1} s)",
+                    doc.metadata.name,
+                    doc.spec.action,
                     endpoint.service,
-                    lab_proto::codes::code_name(s.code()),
-                    s.message()
-                )
-            })?
-            .into_inner();
-        let left = answer.expires_at_ms - lab_runtime::now_ms();
-        println!(
-            "applied {:<20} {:?} on {} for {} (expires in {:.1} s)",
-            doc.metadata.name,
-            doc.spec.action,
-            endpoint.service,
-            doc.spec.duration,
-            left as f64 / 1000.0
-        );
+                    doc.spec.duration,
+                    left as f64 / 1000.0
+                ));
+                applied.push((&doc.metadata.name, endpoint, client));
+            }
+            Err(status) => {
+                let undone = roll_back(applied).await;
+                return Err(failed(&endpoint.service, &status).context(format!(
+                    "FaultInjection {:?} was refused; {undone}",
+                    doc.metadata.name
+                )));
+            }
+        }
+    }
+    for line in report {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Clears the faults this command applied, last first; says what it did.
+async fn roll_back(applied: Vec<(&str, &ServiceAddrs, &mut AdminClient)>) -> String {
+    if applied.is_empty() {
+        return "nothing was applied".into();
+    }
+    let mut cleared = Vec::new();
+    let mut left = Vec::new();
+    for (name, endpoint, client) in applied.into_iter().rev() {
+        let request = ClearFaultRequest {
+            name: name.to_owned(),
+        };
+        match client.clear(request).await {
+            Ok(_) => cleared.push(format!("{name} on {}", endpoint.service)),
+            Err(s) => left.push(format!(
+                "{name} on {} ({}), clear it with `frlab chaos clear {name}`",
+                endpoint.service,
+                s.message()
+            )),
+        }
+    }
+    let cleared = if cleared.is_empty() {
+        "nothing".to_owned()
+    } else {
+        cleared.join(", ")
+    };
+    let mut said = format!("rolled back what was applied: cleared {cleared}");
+    if !left.is_empty() {
+        said.push_str(&format!("; could NOT clear {}", left.join(", ")));
+    }
+    said
 }
 
 async fn clear(args: &ChaosArgs, name: Option<&str>) -> Result<ExitCode> {

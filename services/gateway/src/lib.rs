@@ -55,7 +55,7 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
         GatewayServer::new(svc.clone())
             .max_decoding_message_size(lab_runtime::host::MAX_MESSAGE_BYTES),
     )
-    .add_service(AuditServer::new(svc));
+    .add_lab_service(AuditServer::new(svc));
     host.serve(bound, shutdown).await?;
     Ok(())
 }

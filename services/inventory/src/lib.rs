@@ -3,7 +3,9 @@
 //! A reservation takes the row lock of each product it touches (an `UPDATE … WHERE
 //! available >= n`, products in id order so two reservations never deadlock) and holds it
 //! until commit. Reservations are keyed by order id, so a retried Reserve for the same order
-//! returns the first reservation instead of taking stock twice.
+//! returns the first reservation instead of taking stock twice. Release of an order with no
+//! reservation yet leaves a CANCELLED one behind, so a Reserve that arrives after its
+//! Release (a slow attempt, a retry) is refused instead of taking stock nobody releases.
 //!
 //! Layout: [`run`] wires the service; `service` holds the gRPC handlers; `sql` every
 //! statement (one dialect for SQLite and Postgres).
@@ -49,7 +51,7 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
         InventoryServer::new(svc.clone())
             .max_decoding_message_size(lab_runtime::host::MAX_MESSAGE_BYTES),
     )
-    .add_service(AuditServer::new(svc));
+    .add_lab_service(AuditServer::new(svc));
     host.serve(bound, shutdown).await?;
     db.close().await;
     Ok(())

@@ -66,7 +66,8 @@ impl Inventory for InventoryService {
             let status: String = row.try_get("status").map_err(errors::db)?;
             if status != "OPEN" {
                 return Err(Status::failed_precondition(format!(
-                    "order_id: the reservation of order {:?} was already released",
+                    "order_id: order {:?} was already released (or cancelled before it was \
+                     reserved)",
                     req.order_id
                 )));
             }
@@ -153,16 +154,26 @@ impl Inventory for InventoryService {
     ) -> Result<Response<ReleaseResponse>, Status> {
         let req = request.into_inner();
         validate::id("order_id", &req.order_id, validate::MAX_KEY_LEN)?;
+        let now = lab_runtime::now_ms();
         let mut tx = self.db.pool().begin().await.map_err(errors::db)?;
-        let released = sqlx::query(sql::RELEASE)
+        let status: String = sqlx::query(sql::LOCK_RESERVATION)
             .bind(&req.order_id)
-            .bind(lab_runtime::now_ms())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get("status"))
+            .map_err(errors::db)?;
+        if status != "OPEN" {
+            // Released before, or cancelled (just now, or by an earlier Release).
+            tx.commit().await.map_err(errors::db)?;
+            return Ok(Response::new(ReleaseResponse { released: false }));
+        }
+        sqlx::query(sql::RELEASE)
+            .bind(&req.order_id)
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(errors::db)?;
-        if released.rows_affected() == 0 {
-            return Ok(Response::new(ReleaseResponse { released: false }));
-        }
         let items = sqlx::query(sql::RESERVATION_ITEMS)
             .bind(&req.order_id)
             .fetch_all(&mut *tx)
@@ -215,10 +226,14 @@ impl Audit for InventoryService {
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
         let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
-        snap.by_status(sql::COUNT_BY_STATUS, "reservations", &["OPEN", "RELEASED"])
-            .await?
-            .ids("open_reservation_order_ids", sql::OPEN_ORDER_IDS)
-            .await?;
+        snap.by_status(
+            sql::COUNT_BY_STATUS,
+            "reservations",
+            &["OPEN", "RELEASED", "CANCELLED"],
+        )
+        .await?
+        .ids("open_reservation_order_ids", sql::OPEN_ORDER_IDS)
+        .await?;
         Ok(Response::new(snap.finish("inventory")))
     }
 }

@@ -55,6 +55,14 @@ pub const PRODUCT_EXISTS: &str = "SELECT available FROM products WHERE product_i
 pub const INSERT_ITEM: &str =
     "INSERT INTO reservation_items (order_id, product_id, quantity) VALUES ($1, $2, $3)";
 pub const SET_TOTAL: &str = "UPDATE reservations SET total_minor = $1 WHERE order_id = $2";
+/// Takes the reservation's row lock — waiting for a Reserve of the order still in flight —
+/// and returns its status; when the order has no reservation, inserts a CANCELLED one, so a
+/// Reserve arriving after its Release is refused instead of taking stock nobody releases.
+pub const LOCK_RESERVATION: &str =
+    "INSERT INTO reservations (order_id, reservation_id, total_minor, status, created_at_ms, released_at_ms)
+     VALUES ($1, '', 0, 'CANCELLED', $2, $2)
+     ON CONFLICT (order_id) DO UPDATE SET status = reservations.status
+     RETURNING status";
 pub const RELEASE: &str = "UPDATE reservations SET status = 'RELEASED', released_at_ms = $2
      WHERE order_id = $1 AND status = 'OPEN'";
 pub const RESERVATION_ITEMS: &str =

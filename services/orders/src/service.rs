@@ -1,4 +1,4 @@
-//! The gRPC handlers of orders and its audit counters.
+//! The gRPC handlers of orders and its audit counters. The saga itself is in `saga`.
 
 use std::time::Duration;
 
@@ -8,28 +8,21 @@ use lab_proto::shop::v1::notifications_client::NotificationsClient;
 use lab_proto::shop::v1::orders_server::Orders;
 use lab_proto::shop::v1::payments_client::PaymentsClient;
 use lab_proto::shop::v1::{
-    ChargeRequest, CreateOrderRequest, CreateOrderResponse, DeliverRequest, GetOrderRequest,
-    LineItem, Money, Order, OrderStatus, ReleaseRequest, ReserveRequest,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, LineItem, Order,
 };
 use lab_runtime::client::HopService;
 use lab_runtime::{ServiceHost, audit, client, deadline, errors, validate};
-use lab_store::{Claim, Db, IdempotencyStore};
-use prometheus_client::encoding::EncodeLabelSet;
+use lab_store::idempotency::protocol::MAX_WAIT;
+use lab_store::{Begin, Db, Idempotency, IdempotencyError};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use prost::Message;
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
+use crate::saga::{self, Driver, Outcome, Registration, Saga, Start};
 use crate::{Config, sql};
-
-/// How long a request holds its idempotency key before another may take over.
-const KEY_LEASE: Duration = Duration::from_secs(30);
-/// How long a duplicate waits for the first request with its key before ABORTED.
-const KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// gRPC clients of the three downstreams.
 #[derive(Clone, Debug)]
@@ -62,226 +55,238 @@ impl Downstreams {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: &'static str,
-}
-
-#[derive(Clone, Debug)]
-struct Metrics {
-    orders: Family<StatusLabels, Counter>,
-    replays: Counter,
-    direct_notify_failures: Counter,
-    release_failures: Counter,
-}
-
 #[derive(Clone, Debug)]
 pub struct OrdersService {
-    db: Db,
-    downstreams: Downstreams,
-    idempotency: Option<(IdempotencyStore, Duration)>,
-    outbox: bool,
-    metrics: Metrics,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredItem {
-    product_id: String,
-    quantity: i32,
+    driver: Driver,
+    replays: Counter,
+    /// Unfinished sagas older than this count as overdue in the audit.
+    overdue_after: Duration,
 }
 
 impl OrdersService {
-    pub fn new(
-        db: Db,
-        downstreams: Downstreams,
-        idempotency: Option<(IdempotencyStore, Duration)>,
-        outbox: bool,
-        registry: &mut Registry,
-    ) -> Self {
-        let metrics = Metrics {
-            orders: Family::default(),
-            replays: Counter::default(),
-            direct_notify_failures: Counter::default(),
-            release_failures: Counter::default(),
-        };
-        registry.register(
-            "orders_finished",
-            "Orders by final status",
-            metrics.orders.clone(),
-        );
+    pub fn new(driver: Driver, overdue_after: Duration, registry: &mut Registry) -> Self {
+        let replays = Counter::default();
         registry.register(
             "orders_replays",
-            "CreateOrder answered from the idempotency store",
-            metrics.replays.clone(),
-        );
-        registry.register(
-            "orders_direct_notify_failures",
-            "Direct (outbox off) notifications that failed: lost events",
-            metrics.direct_notify_failures.clone(),
-        );
-        registry.register(
-            "orders_release_failures",
-            "Reservations of failed orders that could not be released (orphans)",
-            metrics.release_failures.clone(),
+            "CreateOrder answered with the saga of an earlier attempt with the same key",
+            replays.clone(),
         );
         Self {
-            db,
-            downstreams,
-            idempotency,
-            outbox,
-            metrics,
+            driver,
+            replays,
+            overdue_after,
         }
     }
 
-    async fn fail(&self, order_id: &str, reason: &str, total: i64) {
-        self.metrics
-            .orders
-            .get_or_create(&StatusLabels { status: "FAILED" })
-            .inc();
-        if let Err(e) = sqlx::query(sql::FAIL_ORDER)
-            .bind(order_id)
-            .bind(reason)
-            .bind(total)
-            .bind(lab_runtime::now_ms())
-            .execute(self.db.pool())
+    fn db(&self) -> &Db {
+        self.driver.db()
+    }
+
+    async fn load(&self, sql: &'static str, id: &str) -> Result<Option<Saga>, Status> {
+        sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(self.db().pool())
             .await
+            .map_err(errors::db)?
+            .map(|row| Saga::from_row(&row))
+            .transpose()
+    }
+
+    /// Stores a new saga; false when its key already has one.
+    async fn insert(&self, saga: &Saga) -> Result<bool, Status> {
+        let done = sqlx::query(sql::INSERT_SAGA)
+            .bind(&saga.order_id)
+            .bind(&saga.key)
+            .bind(saga.deduplicated.then_some(saga.key.as_str()))
+            .bind(&saga.customer_id)
+            .bind(saga.items_json())
+            .bind(self.driver.id())
+            .bind(saga.created_at_ms)
+            .execute(self.db().pool())
+            .await
+            .map_err(errors::db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Places a validated order and waits for its answer. `budget`: the incoming deadline
+    /// the client stacks propagate; `deadline`: the caller's, for waiting on another attempt.
+    async fn place(
+        self,
+        req: CreateOrderRequest,
+        budget: Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let items = validate::merged_items(&req.items);
+        match self.driver.idempotency() {
+            None => self.place_new(&req, items, budget).await,
+            Some(idempotency) => self.place_once(idempotency, &req, items, deadline).await,
+        }
+    }
+
+    /// Idempotency off: every attempt is a saga of its own, whose forward steps keep the
+    /// caller's deadline (nobody can join it once the caller has given up).
+    async fn place_new(
+        &self,
+        req: &CreateOrderRequest,
+        items: Vec<LineItem>,
+        budget: Option<Instant>,
+    ) -> Outcome {
+        let saga = Saga::new(&req.idempotency_key, false, &req.customer_id, items);
+        let registration = self.register(&saga)?;
+        if !self.insert(&saga).await? {
+            return Err(Status::internal(
+                "a saga without a key conflicted on insert",
+            ));
+        }
+        let outcome = registration.outcome();
+        self.driver.spawn(
+            registration,
+            saga,
+            Start::Request {
+                budget,
+                claim: None,
+            },
+        );
+        answer(outcome).await
+    }
+
+    /// Idempotency on: one saga per key. A retry replays the saga's answer, or joins it
+    /// while it runs; a reuse of the key with another customer or other items is refused.
+    async fn place_once(
+        &self,
+        idempotency: &Idempotency,
+        req: &CreateOrderRequest,
+        items: Vec<LineItem>,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let fingerprint = saga::fingerprint(&req.customer_id, &items);
+        let claim = match idempotency
+            .begin(&req.idempotency_key, &fingerprint, deadline)
+            .await
+            .map_err(errors::idempotency)?
         {
-            tracing::error!(order_id, "could not mark the order FAILED: {e}");
+            Begin::Run(claim) => Some(claim),
+            Begin::Replay(order_id) => {
+                let order_id = String::from_utf8_lossy(&order_id);
+                match self.load(sql::GET_ORDER, &order_id).await? {
+                    Some(saga) => {
+                        self.replays.inc();
+                        return match saga.answer() {
+                            Some(outcome) => outcome,
+                            None => self.join(&saga, deadline).await,
+                        };
+                    }
+                    // The store names an order this database does not hold (it was reset):
+                    // the database decides.
+                    None => None,
+                }
+            }
+        };
+        let saga = Saga::new(&req.idempotency_key, true, &req.customer_id, items);
+        let registration = self.register(&saga)?;
+        if self.insert(&saga).await? {
+            let outcome = registration.outcome();
+            self.driver.spawn(
+                registration,
+                saga,
+                // The saga outlives the caller's deadline: its retries join it.
+                Start::Request {
+                    budget: None,
+                    claim,
+                },
+            );
+            return answer(outcome).await;
+        }
+        drop(registration);
+        // The key has a saga the store did not know of (its claim lapsed, or an in-memory
+        // store restarted): the database row is the truth.
+        let existing = self
+            .load(sql::SAGA_BY_KEY, &req.idempotency_key)
+            .await?
+            .ok_or_else(|| Status::internal("a saga conflicted on its key but is not stored"))?;
+        let differences = existing.fingerprint().differences(&fingerprint);
+        let mismatch = !differences.is_empty();
+        if let Some(claim) = claim {
+            // A finished saga's answer goes back into the store; an unfinished one's
+            // driver records it when it finishes.
+            let released = if existing.state.is_finished() && !mismatch {
+                idempotency
+                    .complete(&existing.key, &fingerprint, existing.order_id.as_bytes())
+                    .await
+            } else {
+                idempotency.abandon(claim).await
+            };
+            if let Err(e) = released {
+                tracing::warn!(key = req.idempotency_key, "idempotency store: {e}");
+            }
+        }
+        if mismatch {
+            return Err(errors::idempotency(IdempotencyError::Mismatch {
+                key: req.idempotency_key.clone(),
+                differences,
+            }));
+        }
+        let settled = existing.answer();
+        self.replays.inc();
+        match settled {
+            Some(outcome) => outcome,
+            None => self.join(&existing, deadline).await,
         }
     }
 
-    /// Creates one order: the whole saga, once.
-    async fn execute(&self, req: &CreateOrderRequest) -> Result<CreateOrderResponse, Status> {
-        let order_id = uuid::Uuid::now_v7().to_string();
-        let now = lab_runtime::now_ms();
-        let items_json = serde_json::to_string(
-            &req.items
-                .iter()
-                .map(|i| StoredItem {
-                    product_id: i.product_id.clone(),
-                    quantity: i.quantity,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .map_err(|e| Status::internal(e.to_string()))?;
-        sqlx::query(sql::INSERT_ORDER)
-            .bind(&order_id)
-            .bind(&req.idempotency_key)
-            .bind(&req.customer_id)
-            .bind(&items_json)
-            .bind(now)
-            .execute(self.db.pool())
-            .await
-            .map_err(errors::db)?;
-
-        let reserve = ReserveRequest {
-            order_id: order_id.clone(),
-            items: req.items.clone(),
-        };
-        let total = match self.downstreams.inventory.clone().reserve(reserve).await {
-            Ok(r) => r.into_inner().total.unwrap_or_default(),
-            Err(status) => {
-                self.fail(&order_id, &format!("inventory: {}", status.message()), 0)
-                    .await;
-                // The reservation may have been made before the answer was lost.
-                self.release(&order_id).await;
-                return Err(errors::downstream("inventory", &status));
-            }
-        };
-
-        let charge = ChargeRequest {
-            order_id: order_id.clone(),
-            amount: Some(total.clone()),
-            idempotency_key: order_id.clone(),
-        };
-        let charge_id = match self.downstreams.payments.clone().charge(charge).await {
-            Ok(r) => r.into_inner().charge_id,
-            Err(status) => {
-                self.fail(
-                    &order_id,
-                    &format!("payments: {}", status.message()),
-                    total.minor_units,
-                )
-                .await;
-                self.release(&order_id).await;
-                return Err(errors::downstream("payments", &status));
-            }
-        };
-
-        let event = DeliverRequest {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            order_id: order_id.clone(),
-            kind: "order.confirmed".into(),
-            payload_json: serde_json::json!({
-                "order_id": order_id,
-                "customer_id": req.customer_id,
-                "total_minor": total.minor_units,
-                "currency": total.currency,
-            })
-            .to_string(),
-        };
-        let confirmed_at = lab_runtime::now_ms();
-        let mut tx = self.db.pool().begin().await.map_err(errors::db)?;
-        sqlx::query(sql::CONFIRM_ORDER)
-            .bind(&order_id)
-            .bind(total.minor_units)
-            .bind(&total.currency)
-            .bind(&charge_id)
-            .bind(confirmed_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(errors::db)?;
-        if self.outbox {
-            sqlx::query(sql::INSERT_OUTBOX)
-                .bind(&event.event_id)
-                .bind(&event.order_id)
-                .bind(&event.kind)
-                .bind(&event.payload_json)
-                .bind(confirmed_at)
-                // This handler's span: the relay's delivery becomes its child.
-                .bind(lab_runtime::telemetry::current_traceparent())
-                .execute(&mut *tx)
-                .await
-                .map_err(errors::db)?;
-        }
-        tx.commit().await.map_err(errors::db)?;
-        self.metrics
-            .orders
-            .get_or_create(&StatusLabels {
-                status: "CONFIRMED",
-            })
-            .inc();
-        if !self.outbox {
-            // Best effort, once: if this fails the event is lost, which is what the
-            // experiment measures for profiles without the outbox.
-            if let Err(status) = self.downstreams.notifications.clone().deliver(event).await {
-                self.metrics.direct_notify_failures.inc();
-                tracing::warn!(order_id, "direct notification failed: {}", status.message());
-            }
-        }
-        Ok(CreateOrderResponse {
-            order: Some(Order {
-                order_id,
-                idempotency_key: req.idempotency_key.clone(),
-                customer_id: req.customer_id.clone(),
-                items: req.items.clone(),
-                total: Some(total),
-                status: OrderStatus::Confirmed as i32,
-                failure_reason: String::new(),
-                charge_id,
-                created_at_ms: now,
-            }),
-        })
+    fn register(&self, saga: &Saga) -> Result<Registration, Status> {
+        self.driver
+            .register(&saga.order_id)
+            .ok_or_else(|| Status::internal("a fresh order id is already being driven"))
     }
 
-    async fn release(&self, order_id: &str) {
-        let release = ReleaseRequest {
-            order_id: order_id.to_string(),
+    /// Waits for an unfinished saga (until `deadline`, at most the protocol's longest
+    /// wait): on its outcome channel when it is driven in this process, else by reading it
+    /// again with a backoff (another process drives it, or the recovery worker will).
+    async fn join(&self, saga: &Saga, deadline: Option<Instant>) -> Outcome {
+        let now = Instant::now();
+        let until = deadline.map_or(now + MAX_WAIT, |d| d.min(now + MAX_WAIT));
+        let still_running = |state: &str| {
+            Status::aborted(format!(
+                "idempotency_key: the order with key {:?} (order {}) is still being placed \
+                 ({state}); retry later with the same key",
+                saga.key, saga.order_id
+            ))
         };
-        if let Err(status) = self.downstreams.inventory.clone().release(release).await {
-            self.metrics.release_failures.inc();
-            tracing::warn!(order_id, "release failed: {}", status.message());
+        if let Some(outcome) = self.driver.running(&saga.order_id) {
+            return match tokio::time::timeout_at(until, answer(outcome)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(still_running(saga.state.as_str())),
+            };
         }
+        let mut pause = Duration::from_millis(5);
+        let mut last = saga.state;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Err(still_running(last.as_str()));
+            }
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+            if let Some(current) = self.load(sql::GET_ORDER, &saga.order_id).await? {
+                if let Some(outcome) = current.answer() {
+                    return outcome;
+                }
+                last = current.state;
+            }
+        }
+    }
+}
+
+/// The outcome a saga's driver publishes.
+async fn answer(mut outcome: watch::Receiver<Option<Outcome>>) -> Outcome {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(published) => published
+            .clone()
+            .unwrap_or_else(|| Err(Status::internal("no outcome"))),
+        Err(_) => Err(Status::internal(
+            "the saga's driver stopped without an answer",
+        )),
     }
 }
 
@@ -296,52 +301,18 @@ impl Orders for OrdersService {
         validate::idempotency_key("idempotency_key", &req.idempotency_key)?;
         validate::id("customer_id", &req.customer_id, validate::MAX_ID_LEN)?;
         validate::line_items("items", &req.items)?;
-        let Some((store, ttl)) = self.idempotency.clone() else {
-            return self.execute(&req).await.map(Response::new);
-        };
-        let wait = deadline.map_or(KEY_WAIT, |d| {
-            d.saturating_duration_since(Instant::now()).min(KEY_WAIT)
-        });
-        match store
-            .claim_or_wait(
-                &req.idempotency_key,
-                KEY_LEASE,
-                wait,
-                Duration::from_millis(5),
-            )
-            .await
-            .map_err(errors::idempotency)?
-        {
-            Claim::Completed(bytes) => {
-                self.metrics.replays.inc();
-                let response = CreateOrderResponse::decode(bytes.as_slice()).map_err(|e| {
-                    Status::internal(format!("idempotency store holds a malformed answer: {e}"))
-                })?;
-                Ok(Response::new(response))
-            }
-            Claim::InFlight => Err(Status::aborted(format!(
-                "idempotency_key: an order with key {:?} is still being placed",
-                req.idempotency_key
-            ))),
-            Claim::Acquired => match self.execute(&req).await {
-                Ok(response) => {
-                    store
-                        .complete(&req.idempotency_key, &response.encode_to_vec(), ttl)
-                        .await
-                        .map_err(errors::idempotency)?;
-                    Ok(Response::new(response))
-                }
-                Err(status) => {
-                    if let Err(e) = store.abandon(&req.idempotency_key).await {
-                        tracing::warn!(
-                            "could not release idempotency key {:?}: {e}",
-                            req.idempotency_key
-                        );
-                    }
-                    Err(status)
-                }
-            },
-        }
+        // On a task of its own: a caller that gives up between claiming the key, storing
+        // the saga and starting its driver must not leave the key claimed by nobody, nor
+        // the saga stored but not driven.
+        let service = self.clone();
+        let budget = deadline::current();
+        let order = tokio::spawn(
+            async move { service.place(req, budget, deadline).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| Status::internal(format!("the order task failed: {e}")))??;
+        Ok(Response::new(CreateOrderResponse { order: Some(order) }))
     }
 
     async fn get_order(
@@ -350,39 +321,13 @@ impl Orders for OrdersService {
     ) -> Result<Response<Order>, Status> {
         let req = request.into_inner();
         validate::id("order_id", &req.order_id, validate::MAX_KEY_LEN)?;
-        let row = sqlx::query(sql::GET_ORDER)
-            .bind(&req.order_id)
-            .fetch_optional(self.db.pool())
-            .await
-            .map_err(errors::db)?
+        let saga = self
+            .load(sql::GET_ORDER, &req.order_id)
+            .await?
             .ok_or_else(|| {
                 Status::not_found(format!("order_id: unknown order {:?}", req.order_id))
             })?;
-        let items: Vec<StoredItem> =
-            serde_json::from_str(&row.try_get::<String, _>("items_json").map_err(errors::db)?)
-                .map_err(|e| Status::internal(format!("stored items are malformed: {e}")))?;
-        let status: String = row.try_get("status").map_err(errors::db)?;
-        Ok(Response::new(Order {
-            order_id: row.try_get("order_id").map_err(errors::db)?,
-            idempotency_key: row.try_get("idempotency_key").map_err(errors::db)?,
-            customer_id: row.try_get("customer_id").map_err(errors::db)?,
-            items: items
-                .into_iter()
-                .map(|i| LineItem {
-                    product_id: i.product_id,
-                    quantity: i.quantity,
-                })
-                .collect(),
-            total: Some(Money {
-                currency: row.try_get("currency").map_err(errors::db)?,
-                minor_units: row.try_get("total_minor").map_err(errors::db)?,
-            }),
-            status: OrderStatus::from_str_name(&format!("ORDER_STATUS_{status}"))
-                .unwrap_or(OrderStatus::Unspecified) as i32,
-            failure_reason: row.try_get("failure_reason").map_err(errors::db)?,
-            charge_id: row.try_get("charge_id").map_err(errors::db)?,
-            created_at_ms: row.try_get("created_at_ms").map_err(errors::db)?,
-        }))
+        Ok(Response::new(saga.order()))
     }
 }
 
@@ -392,11 +337,12 @@ impl Audit for OrdersService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        let mut snap = audit::Snapshot::new(self.db().pool(), request.get_ref().include_ids);
+        let overdue_before = lab_runtime::now_ms() - self.overdue_after.as_millis() as i64;
         snap.by_status(
             sql::COUNT_BY_STATUS,
             "orders",
-            &["PENDING", "CONFIRMED", "FAILED"],
+            &["PENDING", "RESERVED", "CONFIRMED", "COMPENSATING", "FAILED"],
         )
         .await?
         .columns(
@@ -409,12 +355,20 @@ impl Audit for OrdersService {
             &["keys_with_multiple_orders"],
         )
         .await?
+        .columns_with(
+            sql::UNFINISHED,
+            &[overdue_before],
+            &["sagas_unfinished", "sagas_overdue"],
+        )
+        .await?
         .columns(
             sql::OUTBOX_COUNTERS,
             &["outbox_backlog", "outbox_delivered"],
         )
         .await?
         .ids("confirmed_order_ids", sql::CONFIRMED_IDS)
+        .await?
+        .ids("unfinished_order_ids", sql::UNFINISHED_IDS)
         .await?;
         Ok(Response::new(snap.finish("orders")))
     }

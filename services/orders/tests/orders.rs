@@ -21,14 +21,14 @@ fn order(key: &str) -> CreateOrderRequest {
     }
 }
 
-#[tokio::test]
-async fn unreachable_inventory_fails_the_order_with_unavailable() {
-    let dir = tempfile::tempdir().unwrap();
+async fn spawn_without_downstreams(dir: &tempfile::TempDir, profile: &str) -> TestApp {
     let nowhere = "http://127.0.0.1:1";
     let config = orders::Config::parse_from([
         "orders",
         "--data-dir",
         dir.path().to_str().unwrap(),
+        "--profile",
+        profile,
         "--inventory-url",
         nowhere,
         "--payments-url",
@@ -36,7 +36,24 @@ async fn unreachable_inventory_fails_the_order_with_unavailable() {
         "--notifications-url",
         nowhere,
     ]);
-    let app = TestApp::spawn(config, orders::run).await;
+    TestApp::spawn(config, orders::run).await
+}
+
+async fn counters(app: &TestApp) -> std::collections::HashMap<String, i64> {
+    AuditClient::new(app.channel())
+        .snapshot(SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .counters
+}
+
+/// With idempotency (f-full), the key has one saga: its retry gets that saga's failure, and
+/// the saga waits, COMPENSATING, for inventory to release what it may have reserved.
+#[tokio::test]
+async fn unreachable_inventory_fails_the_order_once_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_without_downstreams(&dir, "f-full").await;
     let mut client = OrdersClient::new(app.channel());
     let err = client.create_order(order("k1")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -45,22 +62,16 @@ async fn unreachable_inventory_fails_the_order_with_unavailable() {
         "{}",
         err.message()
     );
-    // The failure released the idempotency key: a retry executes again (and fails again).
-    let err = client.create_order(order("k1")).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    let again = client.create_order(order("k1")).await.unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable, "{again:?}");
+    assert_eq!(again.message(), err.message(), "the same saga's failure");
 
-    let snap = AuditClient::new(app.channel())
-        .snapshot(SnapshotRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(snap.counters["failed_orders"], 2);
-    assert_eq!(snap.counters["confirmed_orders"], 0);
-    assert_eq!(snap.counters["keys_with_multiple_orders"], 1);
-    assert_eq!(
-        snap.counters["keys_with_duplicate_orders"], 0,
-        "only confirmed orders count as duplicates"
-    );
+    let snap = counters(&app).await;
+    assert_eq!(snap["orders_total"], 1, "{snap:?}");
+    assert_eq!(snap["compensating_orders"], 1, "{snap:?}");
+    assert_eq!(snap["sagas_unfinished"], 1, "{snap:?}");
+    assert_eq!(snap["sagas_overdue"], 0, "{snap:?}");
+    assert_eq!(snap["keys_with_multiple_orders"], 0, "{snap:?}");
 
     let err = client
         .get_order(GetOrderRequest {
@@ -78,6 +89,82 @@ async fn unreachable_inventory_fails_the_order_with_unavailable() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "customer_id: is required");
+    app.stop().await.unwrap();
+}
+
+/// Without idempotency (a-baseline), every attempt is a saga of its own: the duplicates
+/// retries cause stay measurable.
+#[tokio::test]
+async fn without_idempotency_every_attempt_is_its_own_saga() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_without_downstreams(&dir, "a-baseline").await;
+    let mut client = OrdersClient::new(app.channel());
+    for _ in 0..2 {
+        let err = client.create_order(order("k1")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
+    let snap = counters(&app).await;
+    assert_eq!(snap["orders_total"], 2, "{snap:?}");
+    assert_eq!(snap["keys_with_multiple_orders"], 1, "{snap:?}");
+    assert_eq!(
+        snap["keys_with_duplicate_orders"], 0,
+        "only confirmed orders count as duplicates"
+    );
+    app.stop().await.unwrap();
+}
+
+/// An order left PENDING by orders before the saga (its charge sent before anything was
+/// recorded) is recovered as one that may have been charged: compensated with a void at
+/// payments, not only a release.
+#[tokio::test]
+async fn pending_orders_from_before_the_saga_are_recovered_as_maybe_charged() {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_store::DbConfig {
+        url: lab_store::sqlite_url_for(dir.path(), "orders"),
+        schema: None,
+        max_connections: 1,
+    };
+    let before_the_saga = &orders::sql::MIGRATIONS[..2];
+    let db = lab_store::Db::connect(&config, before_the_saga)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO orders (order_id, idempotency_key, customer_id, items_json, status,
+         created_at_ms, updated_at_ms)
+         VALUES ('legacy-1', 'legacy-key', 'c1', '[{\"product_id\":\"sku-1\",\"quantity\":1}]',
+         'PENDING', 1, 1)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    db.close().await;
+
+    // Downstreams unreachable: the recovered saga stays COMPENSATING, showing its plan.
+    let app = spawn_without_downstreams(&dir, "f-full").await;
+    let db = lab_store::Db::connect(&config, &[]).await.unwrap();
+    let mut state = (String::new(), 0, String::new());
+    for _ in 0..100 {
+        let row = sqlx::query(
+            "SELECT status, refund_needed, failure_reason FROM orders WHERE order_id = 'legacy-1'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        state = (
+            row.get("status"),
+            row.get::<i64, _>("refund_needed"),
+            row.get("failure_reason"),
+        );
+        if state.0 == "COMPENSATING" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.0, "COMPENSATING", "{state:?}");
+    assert_eq!(state.1, 1, "voided at payments too: {state:?}");
+    assert!(state.2.contains("interrupted"), "{state:?}");
+    db.close().await;
     app.stop().await.unwrap();
 }
 

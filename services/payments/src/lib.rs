@@ -2,9 +2,12 @@
 //!
 //! A charge is admitted by the capacity model ([`capacity`]: slots, bounded queue, queue
 //! timeout, lognormal service time), holds its slot for the service time, then is written
-//! to the ledger. With idempotency on, a charge is deduplicated by its idempotency key
-//! (claim / replay / in-flight conflict, via lab-store). A charge that completes after the
-//! caller's deadline is counted as wasted work.
+//! to the ledger. With idempotency on, a key is charged at most once: the lab-store protocol
+//! (claim / replay / wait for the attempt in flight; the key refused with another order or
+//! amount) and, behind it, a unique index on the key in the ledger. A charge that completes
+//! after the caller's deadline is counted as wasted work. Refund by order id voids the
+//! order: its charges are refunded and any charge of it still in flight is refused when it
+//! reaches the ledger, so an order given up is never left charged.
 //!
 //! Layout: [`run`] wires the service; `service` holds the gRPC handlers; `sql` every
 //! statement.
@@ -101,7 +104,10 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
     let keys = host.profile().idempotency.clone();
     let idempotency = if keys.enabled {
         let store = config.common.idempotency_store(Config::NAME).await?;
-        Some((store, Duration::from_secs(keys.ttl_s)))
+        Some(lab_store::Idempotency::new(
+            store,
+            Duration::from_secs(keys.ttl_s),
+        ))
     } else {
         None
     };
@@ -120,7 +126,7 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
         PaymentsServer::new(svc.clone())
             .max_decoding_message_size(lab_runtime::host::MAX_MESSAGE_BYTES),
     )
-    .add_service(AuditServer::new(svc));
+    .add_lab_service(AuditServer::new(svc));
     host.serve(bound, shutdown).await?;
     db.close().await;
     Ok(())

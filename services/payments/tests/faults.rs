@@ -160,7 +160,10 @@ async fn latency_holds_the_slot_and_outage_refuses_everything() {
 #[tokio::test]
 async fn the_admin_port_wants_the_configured_token() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn(&dir, &["--admin-token", "s3cret"]).await;
+    // From a file, not argv (where any user of the machine could read it).
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let app = spawn(&dir, &["--admin-token-file", token_file.to_str().unwrap()]).await;
     let request = || ApplyFaultRequest {
         fault: Some(fault(
             "apiVersion: lab.frlab.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: down}\nspec:\n  selector: {service: payments}\n  action: outage\n  duration: 10s\n",

@@ -1,5 +1,6 @@
-//! Payments through a real server on 127.0.0.1:0: ledger, idempotency, bad input, and the
-//! capacity model (slots, bounded queue, deadline while queued).
+//! Payments through a real server on 127.0.0.1:0: ledger, idempotency (in the store and, when
+//! the store forgot, in the ledger), voids, bad input, and the capacity model (slots,
+//! bounded queue, deadline while queued).
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use clap::Parser;
 use lab_proto::lab::v1::SnapshotRequest;
 use lab_proto::lab::v1::audit_client::AuditClient;
 use lab_proto::shop::v1::payments_client::PaymentsClient;
-use lab_proto::shop::v1::{ChargeRequest, GetChargeRequest, Money, RefundRequest};
+use lab_proto::shop::v1::{ChargeRequest, ChargeResponse, GetChargeRequest, Money, RefundRequest};
 use lab_runtime::testing::TestApp;
 use tonic::Code;
 
@@ -62,7 +63,8 @@ async fn charges_replay_refund_and_audit() {
     assert!(
         client
             .refund(RefundRequest {
-                charge_id: first.charge_id.clone()
+                charge_id: first.charge_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -72,7 +74,8 @@ async fn charges_replay_refund_and_audit() {
     assert!(
         !client
             .refund(RefundRequest {
-                charge_id: first.charge_id
+                charge_id: first.charge_id,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -82,6 +85,7 @@ async fn charges_replay_refund_and_audit() {
     let unknown = client
         .refund(RefundRequest {
             charge_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -143,6 +147,10 @@ async fn without_idempotency_the_same_key_charges_twice() {
         .into_inner();
     assert_eq!(audit.counters["orders_charged_more_than_once"], 1);
     assert_eq!(audit.counters["duplicate_charges"], 1);
+    // Per key (the logical request) too: the audit sees the double charge of "k1".
+    assert_eq!(audit.counters["keys_charged_more_than_once"], 1);
+    assert_eq!(audit.counters["duplicate_key_charges"], 1);
+    assert_eq!(audit.counters["keys_with_unrefunded_duplicates"], 1);
     app.stop().await.unwrap();
 }
 
@@ -324,4 +332,179 @@ async fn inconsistent_service_times_are_refused_naming_the_flags() {
         "{err}"
     );
     assert!(payments::Config::try_parse_from(["payments", "--slots", "0"]).is_err());
+}
+
+const FAST: [&str; 4] = ["--service-time-p50-ms", "1", "--service-time-p95-ms", "2"];
+
+async fn audit(app: &TestApp) -> std::collections::HashMap<String, i64> {
+    AuditClient::new(app.channel())
+        .snapshot(SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .counters
+}
+
+fn void(order: &str) -> RefundRequest {
+    RefundRequest {
+        order_id: order.into(),
+        ..Default::default()
+    }
+}
+
+/// Voiding an order refunds its charges and refuses every later charge of it, including one
+/// for an order voided before any charge arrived (a charge still in flight when orders gave
+/// the order up).
+#[tokio::test]
+async fn a_voided_order_is_refunded_and_refuses_later_charges() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&dir, &FAST).await;
+    let mut client = PaymentsClient::new(app.channel());
+    client.charge(charge("o1", "k1", 100)).await.unwrap();
+    let voided = client.refund(void("o1")).await.unwrap().into_inner();
+    assert!(voided.refunded);
+    assert_eq!(voided.charges_refunded, 1);
+    let again = client.refund(void("o1")).await.unwrap().into_inner();
+    assert_eq!((again.refunded, again.charges_refunded), (false, 0));
+    let late = client.charge(charge("o1", "k2", 100)).await.unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+    assert!(late.message().contains("voided"), "{}", late.message());
+
+    // Voided before any charge: the charge that arrives later is refused too.
+    let nothing = client.refund(void("o2")).await.unwrap().into_inner();
+    assert_eq!(nothing.charges_refunded, 0);
+    let late = client.charge(charge("o2", "k3", 100)).await.unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+
+    for bad in [
+        RefundRequest::default(),
+        RefundRequest {
+            charge_id: "c".into(),
+            order_id: "o".into(),
+        },
+    ] {
+        let err = client.refund(bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("exactly one"), "{}", err.message());
+    }
+    let counters = audit(&app).await;
+    assert_eq!(counters["charges_total"], 1, "{counters:?}");
+    assert_eq!(counters["unrefunded_charges"], 0, "{counters:?}");
+    assert_eq!(counters["voided_orders"], 2, "{counters:?}");
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(
+        metrics.contains("payments_rejected_total{service=\"payments\",reason=\"voided\"} 2"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// A key is charged at most once: a restart empties the in-memory idempotency store, and
+/// the ledger's unique key still answers the retry with the first charge. Another order or
+/// amount under the same key is refused, naming what differs.
+#[tokio::test]
+async fn a_key_is_charged_once_even_after_the_store_forgot_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&dir, &FAST).await;
+    let first = PaymentsClient::new(app.channel())
+        .charge(charge("o1", "k1", 100))
+        .await
+        .unwrap()
+        .into_inner();
+    app.stop().await.unwrap();
+
+    let app = spawn(&dir, &FAST).await;
+    let mut client = PaymentsClient::new(app.channel());
+    let again = client
+        .charge(charge("o1", "k1", 100))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed, "answered from the ledger");
+    assert_eq!(again.charge_id, first.charge_id);
+    // And from the store now.
+    assert!(
+        client
+            .charge(charge("o1", "k1", 100))
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+
+    let other = client.charge(charge("o2", "k1", 100)).await.unwrap_err();
+    assert_eq!(other.code(), Code::FailedPrecondition, "{other:?}");
+    assert_eq!(
+        other.message(),
+        "idempotency_key: \"k1\" was first used with order_id \"o1\" (this request: \"o2\")"
+    );
+    let dearer = client.charge(charge("o1", "k1", 999)).await.unwrap_err();
+    assert_eq!(dearer.code(), Code::FailedPrecondition, "{dearer:?}");
+    assert!(
+        dearer
+            .message()
+            .contains("amount \"100 USD\" (this request: \"999 USD\")"),
+        "{}",
+        dearer.message()
+    );
+    let counters = audit(&app).await;
+    assert_eq!(counters["charges_total"], 1, "{counters:?}");
+    assert_eq!(counters["keys_charged_more_than_once"], 0, "{counters:?}");
+
+    // Once refunded, the key's charge is neither replayed as standing nor made again:
+    // from the store, and from the ledger after the store forgot.
+    client
+        .refund(RefundRequest {
+            charge_id: first.charge_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = |err: tonic::Status| {
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("was refunded"), "{}", err.message());
+    };
+    refused(client.charge(charge("o1", "k1", 100)).await.unwrap_err());
+    app.stop().await.unwrap();
+    let app = spawn(&dir, &FAST).await;
+    let mut client = PaymentsClient::new(app.channel());
+    refused(client.charge(charge("o1", "k1", 100)).await.unwrap_err());
+    assert_eq!(audit(&app).await["charges_total"], 1);
+    app.stop().await.unwrap();
+}
+
+/// Retries of a key while its charge is being processed wait for it and get its answer:
+/// one charge, one slot's worth of work.
+#[tokio::test]
+async fn concurrent_charges_of_one_key_wait_for_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(
+        &dir,
+        &[
+            "--service-time-p50-ms",
+            "200",
+            "--service-time-p95-ms",
+            "200",
+        ],
+    )
+    .await;
+    let client = PaymentsClient::new(app.channel());
+    let calls = (0..10).map(|_| {
+        let mut client = client.clone();
+        async move {
+            client
+                .charge(charge("o1", "k1", 100))
+                .await
+                .map(|r| r.into_inner())
+        }
+    });
+    let answers: Vec<ChargeResponse> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(answers.iter().all(|a| a.charge_id == answers[0].charge_id));
+    assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
+    assert_eq!(audit(&app).await["charges_total"], 1);
+    app.stop().await.unwrap();
 }

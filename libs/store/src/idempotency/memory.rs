@@ -29,23 +29,30 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     expires: Instant,
-    /// `None` while in flight, the response once completed.
-    response: Option<Vec<u8>>,
+    value: Value,
+}
+
+#[derive(Debug)]
+enum Value {
+    /// Claimed; the holder's bytes.
+    InFlight(Vec<u8>),
+    /// Completed; the response.
+    Completed(Vec<u8>),
 }
 
 impl MemoryStore {
-    pub(super) fn claim(&self, key: &str, lease: Duration) -> Claim {
+    pub(super) fn claim(&self, key: &str, holder: &[u8], lease: Duration) -> Claim {
         let now = Instant::now();
         let mut state = self.lock(now);
         match state.entries.get(key) {
-            Some(entry) if entry.expires > now => match &entry.response {
-                None => Claim::InFlight,
-                Some(response) => Claim::Completed(response.clone()),
+            Some(entry) if entry.expires > now => match &entry.value {
+                Value::InFlight(holder) => Claim::InFlight(holder.clone()),
+                Value::Completed(response) => Claim::Completed(response.clone()),
             },
             _ => {
                 let entry = Entry {
                     expires: now + lease,
-                    response: None,
+                    value: Value::InFlight(holder.to_vec()),
                 };
                 state.entries.insert(key.to_owned(), entry);
                 Claim::Acquired
@@ -57,14 +64,18 @@ impl MemoryStore {
         let now = Instant::now();
         let entry = Entry {
             expires: now + ttl,
-            response: Some(response.to_vec()),
+            value: Value::Completed(response.to_vec()),
         };
         self.lock(now).entries.insert(key.to_owned(), entry);
     }
 
-    pub(super) fn abandon(&self, key: &str) {
+    pub(super) fn abandon(&self, key: &str, holder: &[u8]) {
         let mut state = self.lock(Instant::now());
-        if state.entries.get(key).is_some_and(|e| e.response.is_none()) {
+        if state
+            .entries
+            .get(key)
+            .is_some_and(|e| matches!(&e.value, Value::InFlight(h) if h == holder))
+        {
             state.entries.remove(key);
         }
     }

@@ -1,25 +1,33 @@
 //! Idempotency keys: run a request once, replay its response to every retry.
 //!
-//! A handler [`claim`](IdempotencyStore::claim)s the request's key before doing the work:
+//! Two layers:
 //!
-//! - [`Claim::Acquired`]: this caller runs the request, then calls
-//!   [`complete`](IdempotencyStore::complete) with the response (or
-//!   [`abandon`](IdempotencyStore::abandon) if it failed, so a retry may run it again);
-//! - [`Claim::InFlight`]: another attempt is running it right now;
-//! - [`Claim::Completed`]: it already ran; replay these response bytes.
-//!
-//! The claim is a *lease*: if its holder dies without completing or abandoning, the key
-//! frees itself when the lease expires. Two callers never both hold a live lease on one key.
+//! - [`IdempotencyStore`], the raw atomic record per key. A handler
+//!   [`claim`](IdempotencyStore::claim)s the key before doing the work:
+//!   [`Claim::Acquired`] (this caller runs it, then
+//!   [`complete`](IdempotencyStore::complete)s with the response, or
+//!   [`abandon`](IdempotencyStore::abandon)s so a retry may run it again);
+//!   [`Claim::InFlight`] (another attempt runs it right now); [`Claim::Completed`] (it ran:
+//!   replay these bytes). The claim is a *lease*: if its holder dies without completing or
+//!   abandoning, the key frees itself when the lease expires. Two callers never both hold a
+//!   live lease on one key.
+//! - [`Idempotency`] ([`protocol`]), the protocol every service runs on top of it: the
+//!   request's parameters ([`Fingerprint`]) travel with the key, so a reuse of the key for
+//!   another request is refused naming what differs; a duplicate that finds the key in
+//!   flight waits for the holder's answer (woken at once in this process, polled with
+//!   backoff across processes) instead of failing or running the work again.
 //!
 //! Two backends behind one type: [`MemoryStore`] (one process, the local default) and
 //! [`RedisStore`] (shared by every replica of a service).
 
 mod memory;
+pub mod protocol;
 mod redis;
 
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use protocol::{Begin, Claimed, Difference, Fingerprint, Idempotency, IdempotencyError};
 pub use redis::RedisStore;
 
 use crate::error::StoreError;
@@ -29,8 +37,8 @@ use crate::error::StoreError;
 pub enum Claim {
     /// The key was free: the caller holds it and must complete or abandon it.
     Acquired,
-    /// Another caller holds the key and its lease is alive.
-    InFlight,
+    /// Another caller holds the key and its lease is alive; the bytes it claimed with.
+    InFlight(Vec<u8>),
     /// The request already completed; these are the response bytes to replay.
     Completed(Vec<u8>),
 }
@@ -61,17 +69,24 @@ impl IdempotencyStore {
         }
     }
 
-    /// Atomically: absent or expired => record an in-flight claim with a lease and return
-    /// [`Claim::Acquired`]; in flight (lease alive) => [`Claim::InFlight`]; completed (TTL
-    /// alive) => [`Claim::Completed`] with the response bytes.
-    pub async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+    /// Atomically: absent or expired => record an in-flight claim holding `holder` (bytes
+    /// that identify this attempt, returned to whoever finds the key in flight) with a
+    /// lease, and return [`Claim::Acquired`]; in flight (lease alive) => [`Claim::InFlight`]
+    /// with the holder's bytes; completed (TTL alive) => [`Claim::Completed`] with the
+    /// response bytes.
+    pub async fn claim(
+        &self,
+        key: &str,
+        holder: &[u8],
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         match self {
-            IdempotencyStore::Memory(m) => Ok(m.claim(key, lease)),
-            IdempotencyStore::Redis(r) => r.claim(key, lease).await,
+            IdempotencyStore::Memory(m) => Ok(m.claim(key, holder, lease)),
+            IdempotencyStore::Redis(r) => r.claim(key, holder, lease).await,
         }
     }
 
-    /// Stores the response for replay for `ttl` (e.g. 24 h), replacing the claim.
+    /// Stores the response for replay for `ttl` (e.g. 24 h), replacing any claim.
     pub async fn complete(
         &self,
         key: &str,
@@ -87,37 +102,15 @@ impl IdempotencyStore {
         }
     }
 
-    /// Drops an in-flight claim (the request failed; a retry may execute again).
-    /// A completed response is kept.
-    pub async fn abandon(&self, key: &str) -> Result<(), StoreError> {
+    /// Drops the in-flight claim of `holder` (its request failed; a retry may execute
+    /// again). A completed response, or another holder's claim, is kept.
+    pub async fn abandon(&self, key: &str, holder: &[u8]) -> Result<(), StoreError> {
         match self {
             IdempotencyStore::Memory(m) => {
-                m.abandon(key);
+                m.abandon(key, holder);
                 Ok(())
             }
-            IdempotencyStore::Redis(r) => r.abandon(key).await,
-        }
-    }
-
-    /// Claims, and while another request holds the key in flight, polls every `poll` until
-    /// it completes ([`Claim::Completed`]), its lease expires (this caller then gets
-    /// [`Claim::Acquired`]), or `wait` elapses ([`Claim::InFlight`]).
-    pub async fn claim_or_wait(
-        &self,
-        key: &str,
-        lease: Duration,
-        wait: Duration,
-        poll: Duration,
-    ) -> Result<Claim, StoreError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let poll = poll.max(Duration::from_millis(1));
-        loop {
-            let claim = self.claim(key, lease).await?;
-            let now = tokio::time::Instant::now();
-            if claim != Claim::InFlight || now >= deadline {
-                return Ok(claim);
-            }
-            tokio::time::sleep(poll.min(deadline - now)).await;
+            IdempotencyStore::Redis(r) => r.abandon(key, holder).await,
         }
     }
 

@@ -1,10 +1,12 @@
-//! The Redis backend: one key per idempotency key, value `0` (in flight) or `1` + response.
+//! The Redis backend: one key per idempotency key, value `0` + holder (in flight) or `1` +
+//! response (completed).
 //!
-//! - claim: `SET ns:key 0 NX PX lease`; if the key exists, `GET` it. Should it expire
-//!   between the two commands, try again.
+//! - claim: `SET ns:key 0<holder> NX PX lease`; if the key exists, `GET` it. Should it
+//!   expire between the two commands, try again.
 //! - complete: `SET ns:key 1<response> PX ttl`.
-//! - abandon: a Lua script deletes the key only while it holds the in-flight marker, so a
-//!   late failure never erases a response that another attempt completed.
+//! - abandon: a Lua script deletes the key only while it holds *this holder's* in-flight
+//!   value, so a late failure never erases a response that another attempt completed, nor
+//!   the claim of another attempt that took over after this one's lease ran out.
 
 use std::time::Duration;
 
@@ -85,14 +87,20 @@ impl RedisStore {
         format!("{}:{key}", self.namespace)
     }
 
-    pub(super) async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+    pub(super) async fn claim(
+        &self,
+        key: &str,
+        holder: &[u8],
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         let key = self.key(key);
+        let in_flight = tagged(IN_FLIGHT, holder);
         for _ in 0..CLAIM_ATTEMPTS {
             let set: Value = self
                 .client
                 .set(
                     &key,
-                    Value::Bytes(Bytes::from_static(&[IN_FLIGHT])),
+                    Value::Bytes(in_flight.clone()),
                     Some(Expiration::PX(px_millis(lease))),
                     Some(SetOptions::NX),
                     false,
@@ -105,11 +113,12 @@ impl RedisStore {
             match value.into_bytes().as_deref() {
                 None => continue, // expired since the SET: try again
                 Some([COMPLETED, response @ ..]) => return Ok(Claim::Completed(response.to_vec())),
-                Some(_) => return Ok(Claim::InFlight),
+                Some([_, holder @ ..]) => return Ok(Claim::InFlight(holder.to_vec())),
+                Some([]) => return Ok(Claim::InFlight(Vec::new())),
             }
         }
         // Another caller keeps winning the key as it frees up: it is in flight.
-        Ok(Claim::InFlight)
+        Ok(Claim::InFlight(Vec::new()))
     }
 
     pub(super) async fn complete(
@@ -118,14 +127,11 @@ impl RedisStore {
         response: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut value = Vec::with_capacity(response.len() + 1);
-        value.push(COMPLETED);
-        value.extend_from_slice(response);
         let _: Value = self
             .client
             .set(
                 self.key(key),
-                Value::Bytes(value.into()),
+                Value::Bytes(tagged(COMPLETED, response)),
                 Some(Expiration::PX(px_millis(ttl))),
                 None,
                 false,
@@ -134,15 +140,23 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn abandon(&self, key: &str) -> Result<(), StoreError> {
+    pub(super) async fn abandon(&self, key: &str, holder: &[u8]) -> Result<(), StoreError> {
         let _: Value = self
             .client
             .eval(
                 ABANDON_SCRIPT,
                 self.key(key),
-                Value::Bytes(Bytes::from_static(&[IN_FLIGHT])),
+                Value::Bytes(tagged(IN_FLIGHT, holder)),
             )
             .await?;
         Ok(())
     }
+}
+
+/// `tag` followed by `bytes`.
+fn tagged(tag: u8, bytes: &[u8]) -> Bytes {
+    let mut value = Vec::with_capacity(bytes.len() + 1);
+    value.push(tag);
+    value.extend_from_slice(bytes);
+    value.into()
 }
