@@ -13,6 +13,10 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+/// Semaphore permits per slot: a charge normally holds one slot's worth; under a brownout
+/// it holds more, so fewer charges fit (see [`Capacity::admit`]).
+const PERMITS_PER_SLOT: u32 = 1000;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapacityConfig {
     pub slots: usize,
@@ -103,7 +107,9 @@ impl Drop for Waiting<'_> {
 impl Capacity {
     pub fn new(config: CapacityConfig) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(config.slots)),
+            slots: Arc::new(Semaphore::new(
+                config.slots.saturating_mul(PERMITS_PER_SLOT as usize),
+            )),
             waiting: AtomicUsize::new(0),
             service_time: LogNormal::from_p50_p95(config.service_p50, config.service_p95),
             rng: Mutex::new(SmallRng::seed_from_u64(config.seed)),
@@ -114,13 +120,14 @@ impl Capacity {
     /// Takes a slot: at once if one is free, else after queueing (if the queue has room)
     /// until a slot frees, the queue timeout passes, or the caller's deadline passes.
     /// Under a brownout (`Some(factor)`: the share of capacity left), each charge takes
-    /// `1/factor` slots, so only `slots x factor` charges run at once.
+    /// `1/factor` of a slot's permits, so only `floor(slots x factor)` charges (at least one)
+    /// run at once.
     pub async fn admit(
         &self,
         deadline: Option<Instant>,
         brownout: Option<f64>,
     ) -> Result<OwnedSemaphorePermit, Rejected> {
-        let need = self.slots_per_charge(brownout);
+        let need = self.permits_per_charge(brownout);
         if let Ok(permit) = self.slots.clone().try_acquire_many_owned(need) {
             return Ok(permit);
         }
@@ -147,13 +154,22 @@ impl Capacity {
         }
     }
 
-    /// Slots one charge holds: 1, or `ceil(1/factor)` during a brownout (at most all).
-    fn slots_per_charge(&self, brownout: Option<f64>) -> u32 {
-        let slots = self.config.slots as u32;
+    /// Permits one charge holds: [`PERMITS_PER_SLOT`], or `ceil(PERMITS_PER_SLOT / factor)`
+    /// during a brownout (at most all of them). Fractions of a slot keep the cut close to the
+    /// factor: with 10 slots a factor of 0.8 leaves 8 charges at once, not the 5 that whole
+    /// slots per charge (`ceil(1/0.8)` = 2) would.
+    fn permits_per_charge(&self, brownout: Option<f64>) -> u32 {
+        let total = self.total_permits();
         match brownout {
-            Some(f) if f > 0.0 && f < 1.0 => ((1.0 / f).ceil() as u32).clamp(1, slots),
-            _ => 1,
+            Some(f) if f > 0.0 && f < 1.0 => {
+                ((f64::from(PERMITS_PER_SLOT) / f).ceil() as u32).clamp(PERMITS_PER_SLOT, total)
+            }
+            _ => PERMITS_PER_SLOT,
         }
+    }
+
+    fn total_permits(&self) -> u32 {
+        (self.config.slots as u32).saturating_mul(PERMITS_PER_SLOT)
     }
 
     /// One draw of the service time (zero when the median is configured as zero).
@@ -165,8 +181,11 @@ impl Capacity {
         self.service_time.sample(&mut rng)
     }
 
+    /// Slots held by running charges (a browned-out charge holds more than one).
     pub fn in_use(&self) -> usize {
-        self.config.slots - self.slots.available_permits().min(self.config.slots)
+        let total = self.total_permits() as usize;
+        let held = total - self.slots.available_permits().min(total);
+        held.div_ceil(PERMITS_PER_SLOT as usize)
     }
 
     pub fn waiting(&self) -> usize {
@@ -252,6 +271,23 @@ mod tests {
         assert_eq!(cap.in_use(), 10);
         drop(a);
         assert!(cap.admit(None, Some(0.2)).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn brownout_keeps_the_share_it_names_not_whole_slots() {
+        // 10 slots at 80 %: 8 charges at once (whole slots per charge would allow 5).
+        let cap = Capacity::new(config(10, 0));
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(cap.admit(None, Some(0.8)).await.expect("8 fit"));
+        }
+        assert!(matches!(
+            cap.admit(None, Some(0.8)).await,
+            Err(Rejected::QueueFull { .. })
+        ));
+        assert_eq!(cap.in_use(), 10, "8 charges of 1.25 slots hold all 10");
+        drop(held);
+        assert_eq!(cap.in_use(), 0);
     }
 
     #[test]
