@@ -118,6 +118,7 @@ pub async fn run(bound: Bound, config: Config, shutdown: Shutdown) -> anyhow::Re
         capacity.clone(),
         idempotency,
         faults,
+        host.profile().server_for(Config::NAME).deadline.enforce,
         host.registry_mut(),
     );
     host.state()

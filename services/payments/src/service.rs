@@ -45,6 +45,10 @@ pub struct PaymentsService {
     idempotency: Option<Idempotency>,
     faults: FaultSet,
     metrics: Metrics,
+    /// Whether a queued charge gives up when its caller's deadline passes (the profile's
+    /// server deadline enforcement). Without it the charge keeps its place in the queue and
+    /// its slot after the caller has gone: wasted work, as in a server that ignores deadlines.
+    enforce_deadline: bool,
 }
 
 /// What the ledger holds for a charge request.
@@ -82,6 +86,7 @@ impl PaymentsService {
         capacity: Arc<Capacity>,
         idempotency: Option<Idempotency>,
         faults: FaultSet,
+        enforce_deadline: bool,
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::default();
@@ -112,6 +117,7 @@ impl PaymentsService {
             idempotency,
             faults,
             metrics,
+            enforce_deadline,
         }
     }
 
@@ -132,7 +138,8 @@ impl PaymentsService {
         dedup_key: Option<&str>,
     ) -> Result<Ledger, Status> {
         let brownout = self.faults.brownout_factor();
-        let _slot = self.capacity.admit(deadline, brownout).await.map_err(|r| {
+        let queue_deadline = deadline.filter(|_| self.enforce_deadline);
+        let _slot = self.capacity.admit(queue_deadline, brownout).await.map_err(|r| {
             self.reject(match r {
                 Rejected::QueueFull { .. } => "queue_full",
                 Rejected::QueueTimeout { .. } => "queue_timeout",

@@ -262,14 +262,42 @@ async fn capacity_refuses_the_excess_and_queueing_adds_latency() {
     app.stop().await.unwrap();
 }
 
-/// A charge whose deadline passes while it waits in the queue is refused without work;
-/// a charge that was already running completes (counted as wasted when late).
+/// With the profile's server deadline enforcement (f-full), a charge whose deadline passes
+/// while it waits in the queue is refused without work; a charge that was already running
+/// completes (counted as wasted when late).
 #[tokio::test]
 async fn deadline_passing_in_the_queue_does_no_work() {
+    let (charges, metrics) = late_charge_behind_a_slow_one("f-full").await;
+    assert_eq!(charges, 1, "the late charge did no work");
+    assert!(
+        metrics
+            .contains("payments_rejected_total{service=\"payments\",reason=\"deadline_passed\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Without enforcement (b-naive-retries), the queued charge keeps its place after its caller
+/// has gone, takes the slot when it frees, and is counted as work done after the deadline.
+#[tokio::test]
+async fn without_deadline_enforcement_a_queued_charge_is_wasted_work() {
+    let (charges, metrics) = late_charge_behind_a_slow_one("b-naive-retries").await;
+    assert_eq!(charges, 2, "the late charge ran after its caller left");
+    assert!(
+        metrics.contains("payments_charges_after_deadline_total{service=\"payments\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("reason=\"deadline_passed\""), "{metrics}");
+}
+
+/// One 300 ms charge holds the only slot; a second with a 100 ms deadline queues behind
+/// it. Returns the ledger's charge count and /metrics once both are done.
+async fn late_charge_behind_a_slow_one(profile: &str) -> (i64, String) {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn(
         &dir,
         &[
+            "--profile",
+            profile,
             "--slots",
             "1",
             "--queue",
@@ -297,24 +325,16 @@ async fn deadline_passing_in_the_queue_does_no_work() {
         "{err:?}"
     );
     running.await.unwrap().unwrap();
-    // Give the detached task of the late charge time to notice its deadline.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Give the detached task of the late charge time to finish (or notice its deadline).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let audit = AuditClient::new(app.channel())
         .snapshot(SnapshotRequest::default())
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        audit.counters["charges_total"], 1,
-        "the late charge did no work"
-    );
     let (_, metrics) = app.http_get("/metrics").await;
-    assert!(
-        metrics
-            .contains("payments_rejected_total{service=\"payments\",reason=\"deadline_passed\"} 1"),
-        "{metrics}"
-    );
     app.stop().await.unwrap();
+    (audit.counters["charges_total"], metrics)
 }
 
 #[tokio::test]
