@@ -105,7 +105,12 @@ mod tests {
         assert_eq!(p("a-baseline").client.retry.max_attempts, 1);
         assert!(!p("a-baseline").outbox && !p("a-baseline").idempotency.enabled);
         assert_eq!(p("b-naive-retries").client.retry.max_attempts, 3);
-        assert!(p("b-naive-retries").client.timeout.is_none());
+        // b times attempts out like c, but neither backs off nor propagates the deadline.
+        assert_eq!(
+            p("b-naive-retries").client_for("payments").timeout,
+            p("c-backoff-timeouts").client_for("payments").timeout
+        );
+        assert!(!p("b-naive-retries").client.deadline.propagate);
         assert!(p("c-backoff-timeouts").client.deadline.propagate);
         assert!(p("c-backoff-timeouts").client.breaker.is_none());
         assert!(p("d-breakers").client_for("payments").breaker.is_some());
