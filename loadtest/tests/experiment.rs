@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use frlab::experiment::{Backend, Plan, run};
+use frlab::experiment::{Backend, PaymentsModel, Plan, Reference, run};
 use frlab::report;
 
 fn short_plan(profiles: &[&str], scenarios: &[&str]) -> Plan {
@@ -14,13 +14,15 @@ fn short_plan(profiles: &[&str], scenarios: &[&str]) -> Plan {
         scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
         trials: 1,
         seed: 7,
-        rate: 30.0,
+        loads: vec![],
+        rate: Some(30.0),
         warmup: Duration::from_secs(1),
         pre_fault: Duration::from_secs(1),
         fault: Duration::from_secs(4),
         recovery: Duration::from_secs(5),
         deadline: Duration::from_secs(2),
         time_scale: 0.1,
+        payments: PaymentsModel::default(),
     }
 }
 
@@ -29,7 +31,7 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("errors");
     let plan = short_plan(&["a-baseline", "b-naive-retries"], &["payment_errors"]);
-    let run1 = run(&plan, &Backend::default(), &out, "test")
+    let run1 = run(&plan, &Reference::default(), &Backend::default(), &out, "test")
         .await
         .expect("run");
     assert!(run1.finished);
@@ -68,7 +70,7 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
         "results.json",
         "results.csv",
         "report.md",
-        "payment_errors-success.svg",
+        "payment_errors-rate30-success.svg",
     ] {
         assert!(out.join(file).is_file(), "{file} written");
     }
@@ -88,7 +90,7 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
 
     let out = dir.path().join("storm");
     let plan = short_plan(&["f-full"], &["retry_storm"]);
-    let run2 = run(&plan, &Backend::default(), &out, "test")
+    let run2 = run(&plan, &Reference::default(), &Backend::default(), &out, "test")
         .await
         .expect("run");
     let f = cell(&run2, "f-full");
@@ -110,7 +112,7 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
     // Breakers under an outage: they open, and the sampled time open is in the report.
     let out = dir.path().join("outage");
     let plan = short_plan(&["d-breakers"], &["payment_outage"]);
-    let run3 = run(&plan, &Backend::default(), &out, "test")
+    let run3 = run(&plan, &Reference::default(), &Backend::default(), &out, "test")
         .await
         .expect("run");
     let d = cell(&run3, "d-breakers");

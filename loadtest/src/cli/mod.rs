@@ -2,6 +2,7 @@
 //! prints), each calling into the modules below; `main.rs` only parses and calls [`run`].
 //! Nothing else in the crate imports this module.
 
+pub mod calibrate;
 pub mod chaos;
 pub mod console;
 pub mod experiment;
@@ -10,6 +11,7 @@ pub mod order;
 pub mod profile;
 pub mod report;
 pub mod run_sample;
+pub mod sweep;
 pub mod up;
 
 use std::path::{Path, PathBuf};
@@ -71,10 +73,29 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Apply, clear or list faults (FaultInjection documents) on a running local stack
     Chaos(chaos::ChaosArgs),
+    /// Measure the system's capacity: an open-loop ramp on a fresh stack finds the knee
+    /// (the highest rate it sustains within the SLO) and which resource binds there
+    #[command(
+        long_about = "Measure the system's capacity. An open-loop ramp against a fresh \
+        stack (profile a-baseline unless --profile) offers one rate per step, starting at half \
+        of what the payments model promises and climbing 12 % per step until a step fails \
+        (under 99 % of requests OK within the deadline, or p99 over --slo-p99-ms), then \
+        halving the gap twice. The knee is the highest rate that passed. During each step \
+        payments' slots and queue are sampled and every process's CPU time is read, so the \
+        report says which resource bound the rate: payments (the modelled bottleneck) or the \
+        machine's CPU (then the lab would measure itself; lower --payments-slots). Takes \
+        about a minute.\n\nExit status: 0 when payments set the knee, 1 otherwise."
+    )]
+    Calibrate(calibrate::CalibrateArgs),
     /// Run resilience profiles x fault scenarios x trials on local stacks and write a
     /// report of what was measured (results/<run-id>/)
     Experiment(experiment::ExperimentArgs),
-    /// Rebuild a run's results.csv, report.md and charts from its results.json
+    /// The metastability sweep: a grid of load x trigger cells per profile, each classified
+    /// stable / recovered / metastable / did not recover, with a phase map per profile
+    #[command(long_about = sweep::LONG_ABOUT)]
+    Sweep(sweep::SweepArgs),
+    /// Rebuild a run's results.csv, report.md and charts from its results.json (or a
+    /// sweep's sweep.md and phase maps from its sweep.json)
     Report {
         /// The run's directory, e.g. results/20261127190500
         dir: PathBuf,
@@ -155,7 +176,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::RunSample(args) => run_sample::run(args).await,
         Command::Profile(args) => Ok(profile::run(args)),
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Calibrate(args) => calibrate::run(args).await,
         Command::Experiment(args) => experiment::run(args).await,
+        Command::Sweep(args) => sweep::run(args).await,
         Command::Report { dir } => report::run(&dir),
         Command::Load(args) => load::run(args).await,
         Command::Console(args) => console::run(args).await,

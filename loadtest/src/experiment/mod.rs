@@ -11,10 +11,19 @@
 //!   into the numbers of DESIGN.md, recorded as one `report::Trial`.
 //! - [`run`]: the loop over the plan, writing the report after every cell.
 
+pub mod calibrate;
+pub mod fresh;
+pub mod payments;
 pub mod plan;
 pub mod run;
+pub mod sweep;
 pub mod trial;
 
-pub use plan::{Backend, Plan, SCENARIOS, ScenarioDef, scaled_profile_yaml, scenario};
-pub use run::{format_secs, run};
-pub use trial::{run_trial, trial_from};
+pub use calibrate::{CalibrateConfig, calibrate};
+pub use payments::PaymentsModel;
+
+pub use plan::{
+    Backend, Phases, Plan, SCENARIOS, Scenario, ScenarioDef, scaled_profile_yaml, scenario,
+};
+pub use run::{Reference, format_secs, run};
+pub use trial::{TrialSetup, run_trial, trial_from};

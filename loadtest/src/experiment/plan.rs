@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::payments::PaymentsModel;
+use crate::report::LoadLevel;
+
 /// A fault scenario of DESIGN.md and how the experiment produces it.
 #[derive(Clone, Copy, Debug)]
 pub struct ScenarioDef {
@@ -97,6 +100,62 @@ pub fn scenario(name: &str) -> Option<&'static ScenarioDef> {
     SCENARIOS.iter().find(|s| s.name == name)
 }
 
+/// A scenario as one trial runs it: a built-in one ([`ScenarioDef`]) or a trigger a sweep
+/// builds.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    /// FaultInjection documents applied at the fault offset, their duration set to the
+    /// fault window and their seed to the trial's.
+    pub manifest: Option<String>,
+    pub client_retries: u32,
+    pub overload: Option<f64>,
+    pub kill: Option<&'static str>,
+}
+
+impl From<&ScenarioDef> for Scenario {
+    fn from(def: &ScenarioDef) -> Self {
+        Scenario {
+            name: def.name.to_string(),
+            manifest: def.manifest.map(str::to_string),
+            client_retries: def.client_retries,
+            overload: def.overload,
+            kill: def.kill,
+        }
+    }
+}
+
+impl Scenario {
+    /// Whether anything happens at the fault offset (else there is no fault to recover from).
+    pub fn has_fault(&self) -> bool {
+        self.manifest.is_some() || self.kill.is_some() || self.overload.is_some()
+    }
+}
+
+/// The phases of one trial and its client deadline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Phases {
+    /// Load before the measured phase (not measured).
+    pub warmup: Duration,
+    /// Healthy seconds before the fault: the baseline.
+    pub pre_fault: Duration,
+    pub fault: Duration,
+    /// Seconds after the fault in which recovery is looked for.
+    pub recovery: Duration,
+    /// Client deadline of each logical request.
+    pub deadline: Duration,
+    /// A collapse that lasts from this long after the fault's end to the end of the run is
+    /// metastable ([`crate::measure::outcome`]).
+    pub hold: Duration,
+}
+
+impl Phases {
+    /// Seconds of the measured phase.
+    pub fn measured(&self) -> Duration {
+        self.pre_fault + self.fault + self.recovery
+    }
+}
+
 /// What an experiment runs.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -104,48 +163,52 @@ pub struct Plan {
     pub scenarios: Vec<String>,
     pub trials: u32,
     pub seed: u64,
-    /// Offered load (logical requests per second) outside the fault window.
-    pub rate: f64,
+    /// Offered loads as fractions of the calibrated knee, one level each.
+    pub loads: Vec<f64>,
+    /// An absolute offered load (logical requests per second) instead of `loads`.
+    pub rate: Option<f64>,
     pub warmup: Duration,
     pub pre_fault: Duration,
     pub fault: Duration,
     pub recovery: Duration,
     /// Client deadline of each logical request.
     pub deadline: Duration,
-    /// Multiplies the profiles' time constants (breaker open time) so quick runs see the
+    /// Multiplies the profiles' time constants (breaker open time) so short runs see the
     /// whole open -> half-open -> closed cycle inside their recovery phase.
     pub time_scale: f64,
+    /// Payments' capacity model (the same for every profile).
+    pub payments: PaymentsModel,
 }
 
 impl Plan {
-    /// `--quick`: profiles a, b, d, f, g x payment_errors, payment_outage, retry_storm, one trial.
+    /// `--quick` (what `make experiment` runs): profiles a, b, d, g x payment_errors,
+    /// payment_brownout, payment_outage x loads 0.5 and 0.9 of the knee, one trial.
+    /// Breakers open for 3 s instead of 30 s (time scale 0.1), so a 6 s outage outlasts
+    /// the open time and the 10 s recovery phase holds the open -> half-open -> closed
+    /// cycle and five healthy seconds after it.
     pub fn quick() -> Self {
         Self {
-            profiles: [
-                "a-baseline",
-                "b-naive-retries",
-                "d-breakers",
-                "f-full",
-                "g-adaptive",
-            ]
-            .map(String::from)
-            .to_vec(),
-            scenarios: ["payment_errors", "payment_outage", "retry_storm"]
+            profiles: ["a-baseline", "b-naive-retries", "d-breakers", "g-adaptive"]
+                .map(String::from)
+                .to_vec(),
+            scenarios: ["payment_errors", "payment_brownout", "payment_outage"]
                 .map(String::from)
                 .to_vec(),
             trials: 1,
             seed: 42,
-            rate: 60.0,
-            warmup: Duration::from_secs(2),
-            pre_fault: Duration::from_secs(5),
-            fault: Duration::from_secs(5),
+            loads: vec![0.5, 0.9],
+            rate: None,
+            warmup: Duration::from_secs(1),
+            pre_fault: Duration::from_secs(3),
+            fault: Duration::from_secs(6),
             recovery: Duration::from_secs(10),
             deadline: Duration::from_secs(2),
             time_scale: 0.1,
+            payments: PaymentsModel::default(),
         }
     }
 
-    /// `--full`: every profile x every scenario, 3 trials.
+    /// `--full`: every profile x every scenario, 3 trials, at 0.8 of the knee.
     pub fn full() -> Self {
         Self {
             profiles: lab_resilience::profiles::BUILTIN
@@ -153,10 +216,10 @@ impl Plan {
                 .to_vec(),
             scenarios: SCENARIOS.map(|s| s.name.to_string()).to_vec(),
             trials: 3,
-            pre_fault: Duration::from_secs(10),
-            fault: Duration::from_secs(20),
-            recovery: Duration::from_secs(30),
-            time_scale: 0.25,
+            loads: vec![0.8],
+            pre_fault: Duration::from_secs(3),
+            fault: Duration::from_secs(5),
+            recovery: Duration::from_secs(9),
             ..Self::quick()
         }
     }
@@ -179,12 +242,64 @@ impl Plan {
         if self.profiles.is_empty() || self.scenarios.is_empty() {
             anyhow::bail!("nothing to run: --profiles and --scenarios need at least one name each");
         }
-        Ok(())
+        if self.rate.is_none() && self.loads.is_empty() {
+            anyhow::bail!("nothing to run: --load needs at least one fraction of the knee");
+        }
+        for &f in &self.loads {
+            if !(f > 0.0 && f <= 5.0) {
+                anyhow::bail!("--load fractions must be above 0 and at most 5, got {f}");
+            }
+        }
+        self.payments.validate()
+    }
+
+    /// The offered load levels: the fractions of `knee`, or the one absolute rate.
+    pub fn levels(&self, knee: Option<f64>) -> anyhow::Result<Vec<LoadLevel>> {
+        if let Some(rps) = self.rate {
+            return Ok(vec![LoadLevel {
+                fraction: None,
+                rps,
+            }]);
+        }
+        let knee = knee.ok_or_else(|| {
+            anyhow::anyhow!("load levels are fractions of the knee, and no knee was measured")
+        })?;
+        Ok(self
+            .loads
+            .iter()
+            .map(|&f| LoadLevel {
+                fraction: Some(f),
+                rps: (knee * f * 10.0).round() / 10.0,
+            })
+            .collect())
+    }
+
+    /// The phases every trial of the plan runs; a collapse still there half-way through the
+    /// recovery phase, and to its end, is metastable.
+    pub fn phases(&self) -> Phases {
+        Phases {
+            warmup: self.warmup,
+            pre_fault: self.pre_fault,
+            fault: self.fault,
+            recovery: self.recovery,
+            deadline: self.deadline,
+            hold: self.recovery / 2,
+        }
+    }
+
+    /// Trials the plan runs.
+    pub fn trial_count(&self) -> usize {
+        let levels = if self.rate.is_some() {
+            1
+        } else {
+            self.loads.len()
+        };
+        self.profiles.len() * self.scenarios.len() * levels * self.trials as usize
     }
 
     /// Seconds one trial takes, roughly (for the progress estimate).
     pub fn trial_seconds(&self) -> f64 {
-        (self.warmup + self.pre_fault + self.fault + self.recovery).as_secs_f64() + 4.0
+        (self.warmup + self.pre_fault + self.fault + self.recovery).as_secs_f64() + 1.5
     }
 }
 

@@ -1,101 +1,83 @@
 //! One trial on a fresh local stack: warm-up, the measured load with the scenario's fault,
 //! the drain, the scrapes and audits, and the [`Trial`] record computed from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use lab_proto::lab::v1::ApplyFaultRequest;
 
-use super::plan::{Backend, Plan, ScenarioDef};
+use super::fresh::FreshStack;
+use super::payments::PaymentsModel;
+use super::plan::{Backend, Phases, Scenario};
 use crate::load::{self, LoadConfig, LoadReport, Schedule};
 use crate::measure::{self, Audit, Audits};
 use crate::observe::prometheus::Sample;
 use crate::observe::{faults, grpc, scrape};
-use crate::report::{Breaker, FaultWindow, Generator, Latency, Trial};
-use crate::stack::{LocalStack, StackOptions};
+use crate::report::{Breaker, FaultWindow, Generator, Latency, LoadLevel, Trial};
+use crate::stack::LocalStack;
+use crate::stack::cpu::{cpu_all, cpu_used};
 
 /// How long outboxes get to empty before the audits are read.
 pub(super) const DRAIN: Duration = Duration::from_secs(10);
 
+/// Where and what one trial runs: the same for every trial of an experiment's cell.
+pub struct TrialSetup<'a> {
+    pub phases: &'a Phases,
+    pub payments: &'a PaymentsModel,
+    pub backend: &'a Backend,
+    /// Profile name and the (time-scaled) YAML the services load.
+    pub profile: &'a str,
+    pub profile_yaml: &'a str,
+    pub scenario: &'a Scenario,
+    pub load: &'a LoadLevel,
+}
+
 /// One trial on a fresh stack (its own temporary data directory, ephemeral ports).
-pub async fn run_trial(
-    plan: &Plan,
-    backend: &Backend,
-    profile: &str,
-    profile_yaml: &str,
-    def: &ScenarioDef,
-    trial: u32,
-    seed: u64,
-) -> Result<Trial> {
-    let dir = std::env::temp_dir().join(format!("frlab-trial-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let profile_file = dir.join(format!("{profile}.yaml"));
-    std::fs::write(&profile_file, profile_yaml)?;
-    let mut opts = StackOptions::new(dir.join("data"));
-    opts.bin_dir = backend.bin_dir.clone();
-    opts.database_url = backend.database_url.clone();
-    opts.redis_url = backend.redis_url.clone();
-    if backend.database_url.is_some() {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        opts.schema_prefix = Some(format!("x{}_", &tag[..8]));
+pub async fn run_trial(setup: &TrialSetup<'_>, trial: u32, seed: u64) -> Result<Trial> {
+    let mut fresh = FreshStack {
+        backend: setup.backend,
+        profile: setup.profile,
+        profile_yaml: setup.profile_yaml,
+        payments: setup.payments,
+        seed,
     }
-    opts.profile = Some(profile_file.display().to_string());
-    opts.ephemeral_ports = true;
-    opts.log_dir = Some(dir.join("logs"));
-    opts.extra_args
-        .insert("payments".into(), vec!["--seed".into(), seed.to_string()]);
-    let mut stack = LocalStack::start(opts).await?;
-    let measured = measured_phase(plan, &mut stack, def, trial, seed).await;
-    let stopped = stack.stop().await;
-    match (&measured, &stopped) {
-        // Keep the logs of a failed trial for whoever reads the error.
-        (Err(_), _) | (_, Err(_)) => {
-            eprintln!("  logs kept in {}", dir.join("logs").display())
-        }
-        _ => {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-    let trial = measured?;
-    stopped?;
-    Ok(trial)
+    .start()
+    .await?;
+    let measured = measured_phase(setup, &mut fresh.stack, trial, seed).await;
+    fresh.finish(measured).await
 }
 
 /// Warm-up, scrape, measured load with the fault, drain, scrape, audits.
 async fn measured_phase(
-    plan: &Plan,
+    setup: &TrialSetup<'_>,
     stack: &mut LocalStack,
-    def: &ScenarioDef,
     trial: u32,
     seed: u64,
 ) -> Result<Trial> {
+    let (phases, scenario, rate) = (setup.phases, setup.scenario, setup.load.rps);
     let gateway = stack.gateway_url();
-    let mut warm = LoadConfig::new(
-        &gateway,
-        Schedule::Constant { rate: plan.rate },
-        plan.warmup,
-    );
-    warm.deadline = plan.deadline;
+    let mut warm = LoadConfig::new(&gateway, Schedule::Constant { rate }, phases.warmup);
+    warm.deadline = phases.deadline;
     warm.seed = seed;
     warm.key_prefix = format!("warm-{trial}-{seed}");
     load::run(warm, |_| {}).await.context("warm-up load")?;
 
     let before = scrape_all(stack).await?;
     let cpu_before = cpu_all(stack);
-    let measured = plan.pre_fault + plan.fault + plan.recovery;
-    let schedule = match def.overload {
+    let measured = phases.measured();
+    let schedule = match scenario.overload {
         Some(k) => Schedule::Spike {
-            base: plan.rate,
-            peak: plan.rate * k,
-            at: plan.pre_fault,
-            length: plan.fault,
+            base: rate,
+            peak: rate * k,
+            at: phases.pre_fault,
+            length: phases.fault,
         },
-        None => Schedule::Constant { rate: plan.rate },
+        None => Schedule::Constant { rate },
     };
     let mut config = LoadConfig::new(&gateway, schedule, measured);
-    config.deadline = plan.deadline;
-    config.client_retries = def.client_retries;
+    config.deadline = phases.deadline;
+    config.client_retries = scenario.client_retries;
     config.seed = seed;
     config.key_prefix = format!("t{trial}-{seed}");
     // Breaker states are sampled while the load runs (the crash scenarios restart a
@@ -104,7 +86,7 @@ async fn measured_phase(
     let (stop_sampling, sampling) = tokio::sync::oneshot::channel::<()>();
     let sampler = tokio::spawn(sample_breakers(http, sampling));
     let (report, injected) =
-        tokio::join!(load::run(config, |_| {}), inject(plan, stack, def, seed));
+        tokio::join!(load::run(config, |_| {}), inject(phases, stack, scenario, seed));
     let _ = stop_sampling.send(());
     let breaker_samples = sampler.await.unwrap_or_default();
     let report = report.context("measured load")?;
@@ -115,18 +97,9 @@ async fn measured_phase(
     let audits = audit_all(stack).await?;
     let deltas = measure::counter_deltas(&before, &after);
     // CPU used during the measured phase; a restarted process counts from its start.
-    let mut cpu_s: BTreeMap<String, f64> = cpu_all(stack)
-        .into_iter()
-        .map(|(service, (pid, now))| {
-            let was = match cpu_before.get(&service) {
-                Some((old_pid, was)) if *old_pid == pid => *was,
-                _ => 0.0,
-            };
-            (service, now - was)
-        })
-        .collect();
+    let mut cpu_s = cpu_used(&cpu_before, &cpu_all(stack));
     cpu_s.insert("frlab".into(), report.generator_cpu_s);
-    let mut trial = trial_from(plan, def, trial, seed, &report, &deltas, &audits, cpu_s);
+    let mut trial = trial_from(phases, scenario, trial, seed, &report, &deltas, &audits, cpu_s);
     trial.breaker.time_open_s = Some(measure::time_not_closed(
         &breaker_samples,
         measured.as_secs_f64(),
@@ -166,8 +139,8 @@ async fn sample_breakers(
 /// Every number of one trial, from what was measured.
 #[allow(clippy::too_many_arguments)]
 pub fn trial_from(
-    plan: &Plan,
-    def: &ScenarioDef,
+    phases: &Phases,
+    scenario: &Scenario,
     trial: u32,
     seed: u64,
     report: &LoadReport,
@@ -185,15 +158,28 @@ pub fn trial_from(
             p95_ms: s.p95_ms,
         })
         .collect();
-    let has_fault = def.manifest.is_some() || def.kill.is_some() || def.overload.is_some();
-    let fault_start = plan.pre_fault.as_secs_f64();
-    let fault_end = fault_start + plan.fault.as_secs_f64();
-    let end = fault_end + plan.recovery.as_secs_f64();
+    let has_fault = scenario.has_fault();
+    let fault_start = phases.pre_fault.as_secs_f64();
+    let fault_end = fault_start + phases.fault.as_secs_f64();
+    let end = fault_end + phases.recovery.as_secs_f64();
     let baseline = measure::baseline_rate(&timeline, fault_start);
     let recovery = match (has_fault, baseline) {
         (true, Some(b)) => Some(measure::recovery(&timeline, fault_end, b, end)),
         _ => None,
     };
+    let outcome = has_fault
+        .then(|| {
+            measure::classify(
+                &timeline,
+                measure::TriggerWindow {
+                    start_s: fault_start,
+                    end_s: fault_end,
+                    run_end_s: end,
+                    hold_s: phases.hold.as_secs_f64(),
+                },
+            )
+        })
+        .flatten();
     let invariants = measure::Invariants::from_audits(audits);
     Trial {
         trial,
@@ -215,6 +201,7 @@ pub fn trial_from(
         wasted_charges: invariants.wasted_charges,
         baseline_success_rate: baseline,
         recovery,
+        outcome,
         breaker: Breaker {
             opens: measure::breaker_opens(deltas),
             time_open_s: None,
@@ -238,12 +225,17 @@ pub fn trial_from(
 /// At the fault offset: apply the scenario's FaultInjection (its duration set to the
 /// plan's fault window, its seed to the trial's), or SIGKILL a service and restart it when
 /// the window ends.
-async fn inject(plan: &Plan, stack: &mut LocalStack, def: &ScenarioDef, seed: u64) -> Result<()> {
-    tokio::time::sleep(plan.pre_fault).await;
-    if let Some(yaml) = def.manifest {
+async fn inject(
+    phases: &Phases,
+    stack: &mut LocalStack,
+    scenario: &Scenario,
+    seed: u64,
+) -> Result<()> {
+    tokio::time::sleep(phases.pre_fault).await;
+    if let Some(yaml) = &scenario.manifest {
         for doc in lab_chaos::spec::parse_documents(yaml)? {
             let mut spec = doc.spec.clone();
-            spec.duration = format!("{}ms", plan.fault.as_millis());
+            spec.duration = format!("{}ms", phases.fault.as_millis());
             spec.validate()?;
             let service = spec.selector.service.clone();
             let endpoint = stack
@@ -260,9 +252,9 @@ async fn inject(plan: &Plan, stack: &mut LocalStack, def: &ScenarioDef, seed: u6
                 .map_err(|s| anyhow!("{service}: {}", s.message()))?;
         }
     }
-    if let Some(service) = def.kill {
+    if let Some(service) = scenario.kill {
         stack.kill(service).await?;
-        tokio::time::sleep(plan.fault).await;
+        tokio::time::sleep(phases.fault).await;
         stack.restart(service).await?;
     }
     Ok(())
@@ -310,27 +302,4 @@ async fn drain(stack: &LocalStack) {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-/// CPU seconds (user + system) of every service process so far, with its pid.
-fn cpu_all(stack: &LocalStack) -> HashMap<String, (u32, f64)> {
-    stack
-        .endpoints()
-        .iter()
-        .filter_map(|ep| {
-            let pid = stack.pid(&ep.service)?;
-            Some((ep.service.clone(), (pid, process_cpu_s(pid)?)))
-        })
-        .collect()
-}
-
-/// utime + stime of a process from /proc (clock ticks of 100 Hz, as Linux reports them).
-fn process_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }

@@ -9,6 +9,8 @@
 //! - [`invariants`]: duplicates, lost events, orphaned reservations, wasted charges.
 //! - [`timeline`]: the per-second windows, the pre-fault baseline, means per second.
 //! - [`recovery`]: recovery time (MTTR) or "did not recover", per trial and over trials.
+//! - [`outcome`]: stable / recovered / metastable / did not recover, after a trigger.
+//! - [`knee`]: capacity from a ramp: pass or fail per step, the knee, what binds.
 //! - [`interval`]: mean and 95 % confidence interval over trials.
 
 pub mod amplification;
@@ -16,6 +18,8 @@ pub mod breakers;
 pub mod counters;
 pub mod interval;
 pub mod invariants;
+pub mod knee;
+pub mod outcome;
 pub mod recovery;
 pub mod timeline;
 
@@ -28,6 +32,7 @@ pub use interval::{Interval, ci95, t_975};
 pub use invariants::{
     Audit, Audits, Duplicates, Invariants, lost_events, orphaned_reservations, wasted_charges,
 };
+pub use outcome::{METASTABLE_GOODPUT, Outcome, TriggerWindow, classify};
 pub use recovery::{DID_NOT_RECOVER, Recovery, RecoverySummary, recovery};
 pub use timeline::{RECOVERY_FRACTION, RECOVERY_WINDOWS, Window, baseline_rate, mean_timeline};
 

@@ -1,9 +1,10 @@
 //! The four charts of every scenario, from the run record: success rate and p95 per
 //! second, amplification per hop, recovery time ("did not recover" hatched).
 
-use super::record::{Cell, Run};
+use super::record::{Cell, LoadLevel, Run};
 use super::summary::{
-    cell, hop_label, hop_names, interval_of, mean_timeline_of, profiles, recovery_of, scenarios,
+    cell, hop_label, hop_names, interval_of, loads, mean_timeline_of, profiles, recovery_of,
+    scenario_at, scenarios,
 };
 use super::svg::{Bar, Frame, Series, bar_chart, colour, line_chart};
 use crate::measure::{DID_NOT_RECOVER, RecoverySummary, Window};
@@ -21,9 +22,13 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// The chart files of a scenario and what each shows, in the order they are written.
-pub(super) fn chart_names(scenario: &str) -> [(String, &'static str); 4] {
-    let s = slug(scenario);
+/// The chart files of a scenario at a load and what each shows, in the order they are
+/// written.
+pub(super) fn chart_names(scenario: &str, load: Option<&LoadLevel>) -> [(String, &'static str); 4] {
+    let s = match load {
+        Some(l) => format!("{}-{}", slug(scenario), slug(&l.slug())),
+        None => slug(scenario),
+    };
     [
         (format!("{s}-success.svg"), "success rate over time"),
         (format!("{s}-p95.svg"), "p95 latency over time"),
@@ -40,12 +45,19 @@ pub(super) fn charts(run: &Run) -> Vec<(String, String)> {
     let profiles = profiles(run);
     let hops = hop_names(run);
     let mut out = Vec::new();
-    for scenario in scenarios(run) {
+    for (scenario_name, load) in scenarios(run)
+        .into_iter()
+        .flat_map(|s| loads(run).into_iter().map(move |l| (s.clone(), l)))
+    {
         let cells: Vec<&Cell> = profiles
             .iter()
-            .filter_map(|p| cell(run, p, &scenario))
+            .filter_map(|p| cell(run, p, &scenario_name, load.as_ref()))
             .filter(|c| !c.trials.is_empty())
             .collect();
+        if cells.is_empty() {
+            continue;
+        }
+        let scenario = scenario_at(&scenario_name, load.as_ref());
         let shade = cells
             .iter()
             .flat_map(|c| &c.trials)
@@ -64,7 +76,7 @@ pub(super) fn charts(run: &Run) -> Vec<(String, String)> {
                 })
                 .collect()
         };
-        let [success, p95, amp, rec] = chart_names(&scenario);
+        let [success, p95, amp, rec] = chart_names(&scenario_name, load.as_ref());
         out.push((
             success.0,
             line_chart(

@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::charts::chart_names;
-use super::record::{Cell, Run, Trial};
+use super::record::{Cell, LoadLevel, Run, Trial};
 use super::summary::{
-    cell, hop_label, hop_names, interval_of, profiles, scenarios, show, show_recovery,
+    cell, hop_label, hop_names, interval_of, loads, profiles, scenario_at, scenarios, show,
+    show_recovery,
 };
 use crate::measure::{self, Interval};
 
@@ -18,23 +19,34 @@ pub(super) fn markdown(run: &Run) -> String {
     let mut o = String::new();
     status(run, &mut o);
     how_it_was_run(run, &mut o);
+    if let Some(c) = &run.calibration {
+        o.push('\n');
+        o.push_str(&c.markdown("##"));
+    }
     let profiles = profiles(run);
     let hops = hop_names(run);
+    let loads = loads(run);
     for scenario in scenarios(run) {
         let _ = writeln!(o, "\n## Scenario `{}`\n", md(&scenario));
         fault_windows(run, &scenario, &mut o);
-        headline_table(run, &scenario, &profiles, &mut o);
-        // Everything else measured, in three more tables of the same trials.
-        let measured: Vec<&Cell> = profiles
-            .iter()
-            .filter_map(|p| cell(run, p, &scenario))
-            .filter(|c| !c.trials.is_empty())
-            .collect();
-        latency_table(&measured, &hops, &mut o);
-        invariants_table(&measured, &mut o);
-        generator_table(&measured, &mut o);
-        warnings(run, &scenario, &mut o);
-        chart_links(&scenario, &mut o);
+        for load in &loads {
+            let load = load.as_ref();
+            if let Some(l) = load {
+                let _ = writeln!(o, "\n### At {}\n", l.label());
+            }
+            headline_table(run, &scenario, load, &profiles, &mut o);
+            // Everything else measured, in three more tables of the same trials.
+            let measured: Vec<&Cell> = profiles
+                .iter()
+                .filter_map(|p| cell(run, p, &scenario, load))
+                .filter(|c| !c.trials.is_empty())
+                .collect();
+            latency_table(&measured, &hops, &mut o);
+            invariants_table(&measured, &mut o);
+            generator_table(&measured, &mut o);
+            warnings(run, &scenario, load, &mut o);
+            chart_links(&scenario, load, &mut o);
+        }
     }
     seed_comparison(run, &mut o);
     o
@@ -43,7 +55,7 @@ pub(super) fn markdown(run: &Run) -> String {
 /// The title and whether the run finished.
 fn status(run: &Run, o: &mut String) {
     let s = &run.settings;
-    let expected = s.profiles.len() * s.scenarios.len();
+    let expected = s.profiles.len() * s.scenarios.len() * s.loads.len().max(1);
     let _ = writeln!(o, "# Failure Recovery Lab — run {}\n", run.run_id);
     if run.finished {
         let _ = writeln!(o, "**Status: FINISHED** ({} cells).\n", run.cells.len());
@@ -89,11 +101,35 @@ fn how_it_was_run(run: &Run, o: &mut String) {
     if !s.stack.is_empty() {
         let _ = writeln!(o, "- Stack: {}", md(&s.stack));
     }
+    let levels: Vec<String> = if s.loads.is_empty() {
+        vec![format!("{} logical requests/s", s.offered_rps)]
+    } else {
+        s.loads.iter().map(LoadLevel::label).collect()
+    };
     let _ = writeln!(
         o,
-        "- Load: open loop, {} logical requests/s offered, client deadline {} ms",
-        s.offered_rps, s.deadline_ms
+        "- Load: open loop, {} offered, client deadline {} ms",
+        levels.join("; "),
+        s.deadline_ms
     );
+    if let Some(p) = &s.payments {
+        let _ = writeln!(o, "- Payments: {}", p.describe());
+    }
+    match s.time_scale {
+        Some(k) if k != 1.0 => {
+            let _ = writeln!(
+                o,
+                "- Time constants scaled: every profile's breaker open time (and its backoff \
+                 ceiling) multiplied by {k}, so the open → half-open → closed cycle fits the \
+                 run's phases (a 30 s open time ran as {} s)",
+                30.0 * k
+            );
+        }
+        Some(_) => {
+            let _ = writeln!(o, "- Time constants as the profiles set them (not scaled)");
+        }
+        None => {}
+    }
     let _ = writeln!(
         o,
         "- Phases: warm-up {} s (not measured), then pre-fault {} s, fault {} s, recovery {} s; \
@@ -143,7 +179,13 @@ fn fault_windows(run: &Run, scenario: &str, o: &mut String) {
 
 /// The headline table: success, p95, amplification, MTTR, duplicates, lost events; a
 /// profile without trials shows "not run".
-fn headline_table(run: &Run, scenario: &str, profiles: &[String], o: &mut String) {
+fn headline_table(
+    run: &Run,
+    scenario: &str,
+    load: Option<&LoadLevel>,
+    profiles: &[String],
+    o: &mut String,
+) {
     let _ = writeln!(
         o,
         "| profile | trials | success rate | p95 (ms) | amplification (e2e) | MTTR | \
@@ -151,7 +193,7 @@ fn headline_table(run: &Run, scenario: &str, profiles: &[String], o: &mut String
          |---|---|---|---|---|---|---|---|---|"
     );
     for profile in profiles {
-        let Some(c) = cell(run, profile, scenario).filter(|c| !c.trials.is_empty()) else {
+        let Some(c) = cell(run, profile, scenario, load).filter(|c| !c.trials.is_empty()) else {
             let _ = writeln!(o, "| {} | 0 | not run | | | | | | |", md(profile));
             continue;
         };
@@ -310,11 +352,12 @@ fn generator_table(measured: &[&Cell], o: &mut String) {
 }
 
 /// A saturated generator, and the trials that could not be measured.
-fn warnings(run: &Run, scenario: &str, o: &mut String) {
+fn warnings(run: &Run, scenario: &str, load: Option<&LoadLevel>, o: &mut String) {
+    let here = |c: &&Cell| c.scenario == scenario && c.load.as_ref() == load;
     let saturated: usize = run
         .cells
         .iter()
-        .filter(|c| c.scenario == scenario)
+        .filter(here)
         .flat_map(|c| &c.trials)
         .filter(|t| t.generator.saturated)
         .count();
@@ -325,7 +368,7 @@ fn warnings(run: &Run, scenario: &str, o: &mut String) {
              this scenario: their offered load was lower than the settings say."
         );
     }
-    for c in run.cells.iter().filter(|c| c.scenario == scenario) {
+    for c in run.cells.iter().filter(here) {
         for f in &c.failed_trials {
             let _ = writeln!(
                 o,
@@ -339,11 +382,11 @@ fn warnings(run: &Run, scenario: &str, o: &mut String) {
     }
 }
 
-/// The scenario's four charts.
-fn chart_links(scenario: &str, o: &mut String) {
+/// The scenario's four charts at one load.
+fn chart_links(scenario: &str, load: Option<&LoadLevel>, o: &mut String) {
     let _ = writeln!(o);
-    for (file, alt) in chart_names(scenario) {
-        let _ = writeln!(o, "![{}: {alt}]({file})\n", md(scenario));
+    for (file, alt) in chart_names(scenario, load) {
+        let _ = writeln!(o, "![{}: {alt}]({file})\n", md(&scenario_at(scenario, load)));
     }
 }
 
@@ -428,15 +471,18 @@ fn verdict(claim: f64, interval: Option<Interval>) -> &'static str {
     }
 }
 
-/// The seed's published numbers beside ours, when the run measured `payment_errors`.
+/// The seed's published numbers beside ours, at every load the run measured
+/// `payment_errors` at.
 fn seed_comparison(run: &Run, o: &mut String) {
     let scenario = "payment_errors";
-    let rows: Vec<(&Claim, &Cell)> = SEED_CLAIMS
+    let rows: Vec<(&Claim, &Cell)> = loads(run)
         .iter()
-        .filter_map(|claim| {
-            cell(run, claim.profile, scenario)
-                .filter(|c| !c.trials.is_empty())
-                .map(|c| (claim, c))
+        .flat_map(|load| {
+            SEED_CLAIMS.iter().filter_map(move |claim| {
+                cell(run, claim.profile, scenario, load.as_ref())
+                    .filter(|c| !c.trials.is_empty())
+                    .map(|c| (claim, c))
+            })
         })
         .collect();
     if rows.is_empty() {
@@ -445,11 +491,10 @@ fn seed_comparison(run: &Run, o: &mut String) {
     let _ = writeln!(
         o,
         "## The seed's claims for 20 % payment errors\n\n\
-         The seed published these without runs; ours are from scenario `{scenario}` at {} \
-         requests/s. A claim is \"within CI\" when it lies inside our 95 % interval.\n\n\
-         | profile | seed success | ours | | seed p95 | ours (ms) | | seed amplification | ours (e2e) | |\n\
-         |---|---|---|---|---|---|---|---|---|---|",
-        run.settings.offered_rps
+         The seed published these without runs; ours are from scenario `{scenario}`. A claim \
+         is \"within CI\" when it lies inside our 95 % interval.\n\n\
+         | profile | load | seed success | ours | | seed p95 | ours (ms) | | seed amplification | ours (e2e) | |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
     );
     for (claim, c) in rows {
         let t = &c.trials;
@@ -457,9 +502,13 @@ fn seed_comparison(run: &Run, o: &mut String) {
         let success = interval_of(t, |x| x.success_rate).map(|i| i.scaled(100.0));
         let p95 = interval_of(t, |x| Some(x.latency_ms.p95));
         let amp = interval_of(t, |x| x.amplification.end_to_end);
+        let load = c.load.as_ref().map_or_else(
+            || format!("{} req/s", run.settings.offered_rps),
+            LoadLevel::label,
+        );
         let _ = writeln!(
             o,
-            "| {} | {} % | {} | {} | {} ms | {} | {} | {}× | {} | {} |",
+            "| {} | {load} | {} % | {} | {} | {} ms | {} | {} | {}× | {} | {} |",
             claim.profile,
             claim.success_pct,
             show(success, n, 1, " %"),

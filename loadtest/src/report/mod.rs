@@ -22,12 +22,14 @@
 //! per table), `svg` (the chart library) and `charts` (the charts of a run). The report
 //! reads `crate::measure` and the record only, never the experiment that produced it.
 
+pub mod calibration;
 mod charts;
 mod csv;
 pub mod environment;
 mod markdown;
 pub mod record;
 mod summary;
+pub mod sweep;
 mod svg;
 #[cfg(test)]
 mod tests;
@@ -35,12 +37,13 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use crate::measure::{Rejections, Window};
+pub use calibration::{CALIBRATION_JSON, Calibration};
 pub use environment::{
     cpu_model, fnv1a64_hex, git_commit, mem_total_mib, os_release_name, utc_timestamp,
 };
 pub use record::{
-    Breaker, Cell, Environment, FailedTrial, FaultWindow, Generator, Latency, Machine, Run,
-    Settings, Trial,
+    Breaker, Cell, Environment, FailedTrial, FaultWindow, Generator, Latency, LoadLevel,
+    Machine, Run, Settings, Trial,
 };
 
 pub const RESULTS_JSON: &str = "results.json";
@@ -113,7 +116,7 @@ fn write_derived(run: &Run, dir: &Path) -> Result<(), ReportError> {
     write_file(&dir.join(REPORT_MD), &markdown::markdown(run))
 }
 
-fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
     let err = |source| ReportError::Write {
         path: path.to_path_buf(),
         source,

@@ -6,8 +6,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::Calibration;
 use super::environment::utc_timestamp;
-use crate::measure::{Amplification, Duplicates, Recovery, Rejections, Window};
+use crate::experiment::PaymentsModel;
+use crate::measure::{Amplification, Duplicates, Outcome, Recovery, Rejections, Window};
 
 /// One experiment run: every cell it measured and how.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +26,10 @@ pub struct Run {
     pub command: String,
     pub environment: Environment,
     pub settings: Settings,
+    /// The calibration the load levels are fractions of; `None` when the rate was given
+    /// (`--rate`, `--knee-rps`) or for runs made before calibrations existed.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     pub cells: Vec<Cell>,
 }
 
@@ -43,22 +49,27 @@ impl Run {
             command: command.into(),
             environment,
             settings,
+            calibration: None,
             cells: Vec::new(),
         }
     }
 
-    /// The cell of `profile` × `scenario`, created empty if the run has none yet.
-    pub fn cell_mut(&mut self, profile: &str, scenario: &str) -> &mut Cell {
-        let i = match self
-            .cells
-            .iter()
-            .position(|c| c.profile == profile && c.scenario == scenario)
-        {
+    /// The cell of `profile` × `scenario` × `load`, created empty if the run has none yet.
+    pub fn cell_mut(
+        &mut self,
+        profile: &str,
+        scenario: &str,
+        load: Option<&LoadLevel>,
+    ) -> &mut Cell {
+        let i = match self.cells.iter().position(|c| {
+            c.profile == profile && c.scenario == scenario && c.load.as_ref() == load
+        }) {
             Some(i) => i,
             None => {
                 self.cells.push(Cell {
                     profile: profile.to_string(),
                     scenario: scenario.to_string(),
+                    load: load.cloned(),
                     trials: Vec::new(),
                     failed_trials: Vec::new(),
                 });
@@ -104,7 +115,12 @@ pub struct Machine {
 /// are those of the measured phase, which starts after warm-up.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Offered load of the open-loop generator, logical requests per second.
+    /// The offered loads, one per level; every cell runs at one of them.
+    #[serde(default)]
+    pub loads: Vec<LoadLevel>,
+    /// Offered load of runs made before load levels existed (their only level), logical
+    /// requests per second; 0 in newer runs, which use [`Settings::loads`].
+    #[serde(default)]
     pub offered_rps: f64,
     /// The client deadline of one logical request.
     pub deadline_ms: u64,
@@ -124,6 +140,41 @@ pub struct Settings {
     /// How the services ran, e.g. "local processes, SQLite, in-memory idempotency keys".
     #[serde(default)]
     pub stack: String,
+    /// Payments' capacity model; `None` for runs that used the services' defaults.
+    #[serde(default)]
+    pub payments: Option<PaymentsModel>,
+    /// The factor the profiles' time constants (breaker open time and its backoff) were
+    /// multiplied by; `None` for runs that did not record it.
+    #[serde(default)]
+    pub time_scale: Option<f64>,
+}
+
+/// One offered load: a fraction of the calibrated knee, or a rate given as such.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadLevel {
+    /// Share of the knee (`frlab calibrate`); `None` when the rate was given directly.
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Logical requests per second offered.
+    pub rps: f64,
+}
+
+impl LoadLevel {
+    /// `0.5 × knee (57.2 req/s)` or `60.0 req/s`.
+    pub fn label(&self) -> String {
+        match self.fraction {
+            Some(f) => format!("{f} × knee ({:.1} req/s)", self.rps),
+            None => format!("{:.1} req/s", self.rps),
+        }
+    }
+
+    /// A file-name-safe tag: `load0.5` or `rate60`.
+    pub fn slug(&self) -> String {
+        match self.fraction {
+            Some(f) => format!("load{f}"),
+            None => format!("rate{}", self.rps),
+        }
+    }
 }
 
 /// One resilience profile under one fault scenario.
@@ -131,6 +182,9 @@ pub struct Settings {
 pub struct Cell {
     pub profile: String,
     pub scenario: String,
+    /// The load the cell ran at; `None` in runs made before load levels existed.
+    #[serde(default)]
+    pub load: Option<LoadLevel>,
     pub trials: Vec<Trial>,
     /// Trials that could not be measured (the stack did not start, …): listed, never
     /// averaged in.
@@ -170,6 +224,10 @@ pub struct Trial {
     pub baseline_success_rate: Option<f64>,
     /// `None` when the scenario has no fault end (or no baseline to compare with).
     pub recovery: Option<Recovery>,
+    /// Stable, recovered, metastable or did not recover ([`crate::measure::outcome`]);
+    /// `None` without a fault or a baseline, and in runs made before it was recorded.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
     pub breaker: Breaker,
     pub rejections: Rejections,
     pub generator: Generator,

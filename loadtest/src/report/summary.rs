@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::record::{Cell, Run, Trial};
+use super::record::{Cell, LoadLevel, Run, Trial};
 use crate::measure::{self, DID_NOT_RECOVER, Interval, RecoverySummary, Window};
 
 /// Scenarios in the order of the settings, then any only the cells name.
@@ -32,10 +32,38 @@ pub(super) fn ordered<'a>(
     out
 }
 
-pub(super) fn cell<'a>(run: &'a Run, profile: &str, scenario: &str) -> Option<&'a Cell> {
+/// The load levels in the order of the settings, then any only the cells name; `[None]`
+/// for a run made before load levels existed (its one load is `settings.offered_rps`).
+pub(super) fn loads(run: &Run) -> Vec<Option<LoadLevel>> {
+    let mut out: Vec<Option<LoadLevel>> = run.settings.loads.iter().cloned().map(Some).collect();
+    for c in &run.cells {
+        if !out.contains(&c.load) {
+            out.push(c.load.clone());
+        }
+    }
+    if out.is_empty() {
+        out.push(None);
+    }
+    out
+}
+
+pub(super) fn cell<'a>(
+    run: &'a Run,
+    profile: &str,
+    scenario: &str,
+    load: Option<&LoadLevel>,
+) -> Option<&'a Cell> {
     run.cells
         .iter()
-        .find(|c| c.profile == profile && c.scenario == scenario)
+        .find(|c| c.profile == profile && c.scenario == scenario && c.load.as_ref() == load)
+}
+
+/// A scenario's heading at one load, for text and chart titles.
+pub(super) fn scenario_at(scenario: &str, load: Option<&LoadLevel>) -> String {
+    match load {
+        Some(l) => format!("{scenario} at {}", l.label()),
+        None => scenario.to_string(),
+    }
 }
 
 /// Hop names in request-flow order, then any others the trials carry.

@@ -171,6 +171,7 @@ fn trial(i: u32, success: f64, recovery: Option<Recovery>) -> Trial {
         wasted_charges: 3,
         baseline_success_rate: Some(0.99),
         recovery,
+        outcome: None,
         breaker: Breaker {
             opens: 2,
             time_open_s: Some(12.5),
@@ -226,6 +227,8 @@ fn sample_run() -> Run {
             .collect(),
         },
         settings: Settings {
+            // A run from before load levels: one rate, cells without a load.
+            loads: vec![],
             offered_rps: 50.0,
             deadline_ms: 1000,
             warmup_s: 2.0,
@@ -238,11 +241,15 @@ fn sample_run() -> Run {
             profiles: vec!["a-baseline".into(), "d-breakers".into()],
             scenarios: vec!["payment_errors".into(), "payment_outage".into()],
             stack: "local processes, SQLite".into(),
+            payments: None,
+            time_scale: None,
         },
+        calibration: None,
         cells: vec![
             Cell {
                 profile: "a-baseline".into(),
                 scenario: "payment_errors".into(),
+                load: None,
                 trials: vec![
                     trial(0, 0.80, recovered(1.0)),
                     trial(1, 0.82, Some(Recovery::DidNotRecover)),
@@ -253,6 +260,7 @@ fn sample_run() -> Run {
             Cell {
                 profile: "d-breakers".into(),
                 scenario: "payment_errors".into(),
+                load: None,
                 trials: vec![
                     trial(0, 0.90, recovered(1.0)),
                     trial(1, 0.92, recovered(2.0)),
@@ -267,6 +275,7 @@ fn sample_run() -> Run {
             Cell {
                 profile: "a-baseline".into(),
                 scenario: "payment_outage".into(),
+                load: None,
                 trials: vec![trial(0, 0.5, None)],
                 failed_trials: vec![],
             },
@@ -327,7 +336,7 @@ fn write_all_round_trips_and_writes_every_file() {
     assert!(md.contains("![payment_errors: success rate over time](payment_errors-success.svg)"));
     assert!(md.contains("The seed's claims"));
     assert!(
-        md.contains("| d-breakers | 92 % | 92.0 % ± 5.0 | within CI |"),
+        md.contains("| d-breakers | 50 req/s | 92 % | 92.0 % ± 5.0 | within CI |"),
         "{md}"
     );
     assert!(md.contains("Commit: `a0887a4`"));
@@ -361,13 +370,13 @@ fn run_builds_cells_and_finishes() {
     let mut run = Run::new("r1", "frlab experiment", base.environment, base.settings);
     assert!(!run.finished && run.finished_at.is_none());
     assert!(run.started_at.ends_with('Z'));
-    run.cell_mut("a-baseline", "payment_errors")
+    run.cell_mut("a-baseline", "payment_errors", None)
         .trials
         .push(trial(0, 0.8, None));
-    run.cell_mut("a-baseline", "payment_errors")
+    run.cell_mut("a-baseline", "payment_errors", None)
         .trials
         .push(trial(1, 0.8, None));
-    run.cell_mut("d-breakers", "payment_errors");
+    run.cell_mut("d-breakers", "payment_errors", None);
     assert_eq!(run.cells.len(), 2);
     assert_eq!(run.cells[0].trials.len(), 2);
     run.finish();

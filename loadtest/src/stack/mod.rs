@@ -11,6 +11,7 @@
 //! writes it and `frlab chaos` / `frlab console` read it.
 
 mod binary;
+pub mod cpu;
 pub mod file;
 mod process;
 
