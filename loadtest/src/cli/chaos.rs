@@ -28,8 +28,19 @@ pub struct ChaosArgs {
         global = true
     )]
     pub stack: PathBuf,
-    /// Bearer token for the admin ports (not needed for a stack started by `frlab up`).
-    /// Prefer --token-file or the environment: a command line is visible to every user
+    #[command(flatten)]
+    pub token: AdminToken,
+    #[command(subcommand)]
+    pub command: ChaosCommand,
+}
+
+/// The bearer token for the services' admin ports, from a file, the environment or (least
+/// safely: every user can read a command line) the command line. Not needed for a stack
+/// started by `frlab up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminToken {
+    /// Bearer token for the admin ports. Prefer --token-file or the environment: a command
+    /// line is visible to every user
     #[arg(long, env = "FRLAB_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// File holding the bearer token for the admin ports
@@ -41,8 +52,23 @@ pub struct ChaosArgs {
         conflicts_with = "token"
     )]
     pub token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: ChaosCommand,
+}
+
+impl AdminToken {
+    /// The token: read from `--token-file` (trimmed; an empty file is an error naming it),
+    /// else `--token`, else none.
+    pub fn resolve(&self) -> Result<Option<String>> {
+        let Some(path) = &self.token_file else {
+            return Ok(self.token.clone());
+        };
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --token-file {}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            bail!("--token-file {}: the file is empty", path.display());
+        }
+        Ok(Some(token.to_owned()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,15 +91,7 @@ pub enum ChaosCommand {
 }
 
 pub async fn run(mut args: ChaosArgs) -> Result<ExitCode> {
-    if let Some(path) = &args.token_file {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("reading --token-file {}", path.display()))?;
-        let token = token.trim();
-        if token.is_empty() {
-            bail!("--token-file {}: the file is empty", path.display());
-        }
-        args.token = Some(token.to_owned());
-    }
+    args.token.token = args.token.resolve()?;
     match args.command {
         ChaosCommand::Apply { ref file, seed } => apply(&args, file, seed).await,
         ChaosCommand::Clear { ref name } => clear(&args, name.as_deref()).await,
@@ -135,7 +153,7 @@ async fn apply(args: &ChaosArgs, file: &Path, seed: Option<u64>) -> Result<ExitC
         targets.push((
             doc,
             endpoint,
-            admin_client(endpoint, args.token.as_deref())?,
+            admin_client(endpoint, args.token.token.as_deref())?,
         ));
     }
     // Refuse before applying anything: every target answers, and accepts the token.
@@ -216,7 +234,7 @@ async fn roll_back(applied: Vec<(&str, &ServiceAddrs, &mut AdminClient)>) -> Str
 async fn clear(args: &ChaosArgs, name: Option<&str>) -> Result<ExitCode> {
     let mut total = 0;
     for endpoint in read_stack(&args.stack)? {
-        let cleared = admin_client(&endpoint, args.token.as_deref())?
+        let cleared = admin_client(&endpoint, args.token.token.as_deref())?
             .clear(ClearFaultRequest {
                 name: name.unwrap_or_default().to_string(),
             })
@@ -245,7 +263,7 @@ async fn list(args: &ChaosArgs) -> Result<ExitCode> {
     );
     let now = lab_runtime::now_ms();
     for endpoint in read_stack(&args.stack)? {
-        let faults = admin_client(&endpoint, args.token.as_deref())?
+        let faults = admin_client(&endpoint, args.token.token.as_deref())?
             .list(ListFaultsRequest {})
             .await
             .map_err(|s| anyhow::anyhow!("{}: {}", endpoint.service, s.message()))?

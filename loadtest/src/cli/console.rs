@@ -25,16 +25,14 @@ pub struct ConsoleArgs {
     /// `host:port` names, e.g. in a cluster)
     #[arg(long, value_name = "FILE", default_value = "./data/stack.json")]
     pub stack: PathBuf,
-    /// Bearer token for the services' admin ports (not needed for a stack started by
-    /// `frlab up`)
-    #[arg(long, env = "FRLAB_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub token: super::chaos::AdminToken,
 }
 
 /// `frlab console`: serve until ctrl-c or SIGTERM.
 pub async fn run(args: ConsoleArgs) -> Result<ExitCode> {
     let services = read_stack(&args.stack)?;
-    let console = Console::bind(args.listen, services, args.token).await?;
+    let console = Console::bind(args.listen, services, args.token.resolve()?).await?;
     let addr = console.local_addr();
     if !addr.ip().is_loopback() {
         eprintln!(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::plan::{Backend, Plan, SCENARIOS, Scenario, scaled_profile_yaml, scenario};
-use super::trial::{DRAIN, TrialSetup, run_trial};
+use super::trial::{DRAIN, TrialSetup, promises_of, run_trial};
 use crate::report::{self, Calibration, Run, Settings};
 
 /// The capacity the plan's load fractions refer to.
@@ -82,6 +82,7 @@ pub async fn run(
         let scenario = Scenario::from(def);
         for level in &levels {
             for (profile, yaml) in &profiles {
+                let promises = promises_of(yaml)?;
                 let setup = TrialSetup {
                     phases: &phases,
                     payments: &plan.payments,
@@ -90,6 +91,7 @@ pub async fn run(
                     profile_yaml: yaml,
                     scenario: &scenario,
                     load: level,
+                    promises,
                 };
                 for trial in 1..=plan.trials {
                     // The same seeds for every profile: the same fault timeline.

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use super::payments::PaymentsModel;
 use super::plan::{Backend, Phases, Scenario, scaled_profile_yaml};
 use super::run::format_secs;
-use super::trial::{TrialSetup, run_trial};
+use super::trial::{TrialSetup, promises_of, run_trial};
 use crate::report::sweep::{Sweep, SweepCell, SweepSettings, write_sweep};
 use crate::report::{Calibration, Environment, LoadLevel};
 
@@ -195,6 +195,7 @@ pub async fn run_sweep(
     let started = Instant::now();
     let mut estimate_left = plan.estimate_seconds();
     for (profile, yaml) in &profiles {
+        let promises = promises_of(yaml)?;
         for &cut in &plan.cuts {
             let scenario = Scenario {
                 name: format!("{}-{cut}", sweep.settings.trigger),
@@ -235,6 +236,7 @@ pub async fn run_sweep(
                         profile_yaml: yaml,
                         scenario: &scenario,
                         load,
+                        promises,
                     };
                     let (trial, error) = match run_trial(&setup, 1, plan.seed).await {
                         Ok(t) => {

@@ -18,8 +18,10 @@ use crate::report::{Breaker, FaultWindow, Generator, Latency, LoadLevel, Trial};
 use crate::stack::LocalStack;
 use crate::stack::cpu::{cpu_all, cpu_used};
 
-/// How long outboxes get to empty before the audits are read.
-pub(super) const DRAIN: Duration = Duration::from_secs(10);
+/// Longest wait, after the load, for the outbox to empty and every order saga to finish
+/// (the recovery worker takes over a crashed saga within seconds; refunds after an outage
+/// wait for the payments breaker to close) before the audits are read.
+pub(super) const DRAIN: Duration = Duration::from_secs(30);
 
 /// Where and what one trial runs: the same for every trial of an experiment's cell.
 pub struct TrialSetup<'a> {
@@ -31,6 +33,17 @@ pub struct TrialSetup<'a> {
     pub profile_yaml: &'a str,
     pub scenario: &'a Scenario,
     pub load: &'a LoadLevel,
+    /// What the profile promises (idempotency, outbox), for the invariants.
+    pub promises: measure::Promises,
+}
+
+/// What a profile's YAML promises beyond the saga every profile runs.
+pub fn promises_of(profile_yaml: &str) -> Result<measure::Promises> {
+    let p = lab_resilience::Profile::parse(profile_yaml)?;
+    Ok(measure::Promises {
+        idempotency: p.idempotency.enabled,
+        outbox: p.outbox,
+    })
 }
 
 /// One trial on a fresh stack (its own temporary data directory, ephemeral ports).
@@ -100,6 +113,7 @@ async fn measured_phase(
     let mut cpu_s = cpu_used(&cpu_before, &cpu_all(stack));
     cpu_s.insert("frlab".into(), report.generator_cpu_s);
     let mut trial = trial_from(phases, scenario, trial, seed, &report, &deltas, &audits, cpu_s);
+    trial.violations = measure::Invariants::from_audits(&audits).violations(setup.promises);
     trial.breaker.time_open_s = Some(measure::time_not_closed(
         &breaker_samples,
         measured.as_secs_f64(),
@@ -199,6 +213,9 @@ pub fn trial_from(
         lost_events: invariants.lost_events,
         orphaned_reservations: invariants.orphaned_reservations,
         wasted_charges: invariants.wasted_charges,
+        unrefunded_unconfirmed: invariants.unrefunded_unconfirmed,
+        sagas_unfinished: invariants.sagas_unfinished,
+        violations: Vec::new(),
         baseline_success_rate: baseline,
         recovery,
         outcome,
@@ -293,12 +310,14 @@ async fn audit_all(stack: &LocalStack) -> Result<Audits> {
     })
 }
 
-/// Waits (at most [`DRAIN`]) for the orders outbox to empty.
+/// Waits (at most [`DRAIN`]) for the orders outbox to empty and every saga to finish.
 async fn drain(stack: &LocalStack) {
     let deadline = Instant::now() + DRAIN;
     while Instant::now() < deadline {
         match audit(stack, "orders").await {
-            Ok(a) if a.counter("outbox_backlog") == 0 => return,
+            Ok(a) if a.counter("outbox_backlog") == 0 && a.counter("sagas_unfinished") == 0 => {
+                return;
+            }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

@@ -31,8 +31,9 @@ pub struct Hop {
 }
 
 /// Every hop, in request-flow order. Orders releases reservations through the inventory
-/// hop and the gateway forwards GetOrder through the orders hop, so those methods are
-/// counted with the business call of their hop.
+/// hop, refunds the charges of compensated orders through the payments hop, and the
+/// gateway forwards GetOrder through the orders hop, so those methods are counted with the
+/// business call of their hop.
 pub const HOPS: [Hop; 4] = [
     Hop {
         name: "orders",
@@ -47,7 +48,7 @@ pub const HOPS: [Hop; 4] = [
     Hop {
         name: "payments",
         caller: "orders",
-        methods: &[CHARGE],
+        methods: &[CHARGE, "/shop.v1.Payments/Refund"],
     },
     Hop {
         name: "notifications",

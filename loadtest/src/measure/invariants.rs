@@ -1,5 +1,7 @@
 //! The invariants read from every service's `lab.v1.Audit` after the drain: duplicates,
-//! lost events, orphaned reservations, wasted charges.
+//! lost events, orphaned reservations, unrefunded charges of orders that did not go
+//! through, unfinished sagas, wasted charges — and which of them a profile promises
+//! ([`Promises`]), so a trial that breaks a promise is flagged ([`Invariants::violations`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,6 +65,18 @@ pub struct Duplicates {
     /// `events_received_more_than_once`; deduplicated by event id, so this counts the
     /// duplicate deliveries the dedup absorbed).
     pub deliveries: u64,
+    /// Idempotency keys with more than one order (saga) of any status (orders
+    /// `keys_with_multiple_orders`): "orders created more than once per key".
+    #[serde(default)]
+    pub keys_with_multiple_orders: u64,
+    /// Idempotency keys charged more than once, refunded or not (payments
+    /// `keys_charged_more_than_once`).
+    #[serde(default)]
+    pub keys_charged_more_than_once: u64,
+    /// Idempotency keys with more than one charge never refunded (payments
+    /// `keys_with_unrefunded_duplicates`): money taken twice for one request.
+    #[serde(default)]
+    pub keys_with_unrefunded_duplicates: u64,
 }
 
 impl Duplicates {
@@ -75,6 +89,11 @@ impl Duplicates {
             deliveries: audits
                 .notifications
                 .counter("events_received_more_than_once"),
+            keys_with_multiple_orders: audits.orders.counter("keys_with_multiple_orders"),
+            keys_charged_more_than_once: audits.payments.counter("keys_charged_more_than_once"),
+            keys_with_unrefunded_duplicates: audits
+                .payments
+                .counter("keys_with_unrefunded_duplicates"),
         }
     }
 }
@@ -97,6 +116,22 @@ pub fn wasted_charges(payments: &Audit) -> u64 {
     payments.counter("charges_after_deadline")
 }
 
+/// Charges never refunded whose order is not confirmed after the drain
+/// (payments `charged_order_ids`, the orders with an unrefunded charge, − orders
+/// `confirmed_order_ids`): money taken for an order that did not go through.
+pub fn unrefunded_unconfirmed(charged: &BTreeSet<String>, confirmed: &BTreeSet<String>) -> u64 {
+    charged.difference(confirmed).count() as u64
+}
+
+/// What a profile promises beyond what every profile promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Promises {
+    /// Idempotency keys on: one order and at most one kept charge per key.
+    pub idempotency: bool,
+    /// The transactional outbox on: every confirmed order's event delivered.
+    pub outbox: bool,
+}
+
 /// The invariants of one trial, from the four audits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invariants {
@@ -104,6 +139,9 @@ pub struct Invariants {
     pub lost_events: u64,
     pub orphaned_reservations: u64,
     pub wasted_charges: u64,
+    pub unrefunded_unconfirmed: u64,
+    /// Sagas neither confirmed nor failed after the drain (orders `sagas_unfinished`).
+    pub sagas_unfinished: u64,
 }
 
 impl Invariants {
@@ -120,7 +158,50 @@ impl Invariants {
                 &confirmed,
             ),
             wasted_charges: wasted_charges(&audits.payments),
+            unrefunded_unconfirmed: unrefunded_unconfirmed(
+                &audits.payments.id_set("charged_order_ids"),
+                &confirmed,
+            ),
+            sagas_unfinished: audits.orders.counter("sagas_unfinished"),
         }
+    }
+
+    /// The promises this trial broke, one line each; empty when it kept them all. Every
+    /// profile runs the durable saga, so none may leave a charge of an unconfirmed order
+    /// unrefunded, a reservation of an unconfirmed order open, or a saga unfinished after
+    /// the drain. With idempotency no key may keep two charges or have two orders; with the
+    /// outbox no confirmed order's event may be lost. (Without them duplicates and lost
+    /// events are what the lab measures, not a broken promise.)
+    pub fn violations(&self, promises: Promises) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut check = |n: u64, what: &str| {
+            if n > 0 {
+                v.push(format!("{n} {what}"));
+            }
+        };
+        check(
+            self.unrefunded_unconfirmed,
+            "orders not confirmed kept an unrefunded charge",
+        );
+        check(
+            self.orphaned_reservations,
+            "reservations of unconfirmed orders stayed open",
+        );
+        check(self.sagas_unfinished, "sagas were unfinished after the drain");
+        if promises.idempotency {
+            check(
+                self.duplicates.keys_with_unrefunded_duplicates,
+                "idempotency keys were charged more than once",
+            );
+            check(
+                self.duplicates.keys_with_multiple_orders,
+                "idempotency keys had more than one order",
+            );
+        }
+        if promises.outbox {
+            check(self.lost_events, "confirmed orders' events were lost");
+        }
+        v
     }
 }
 
@@ -153,7 +234,17 @@ mod tests {
             ("orders_charged_more_than_once".into(), 5),
             ("duplicate_charges".into(), 6),
             ("charges_after_deadline".into(), 9),
+            ("keys_charged_more_than_once".into(), 2),
+            ("keys_with_unrefunded_duplicates".into(), 1),
         ]);
+        audits
+            .orders
+            .counters
+            .extend([("keys_with_multiple_orders".into(), 8), ("sagas_unfinished".into(), 0)]);
+        audits
+            .payments
+            .ids
+            .insert("charged_order_ids".into(), set(&["o1", "o7", "o8"]));
         audits
             .notifications
             .counters
@@ -175,13 +266,35 @@ mod tests {
                     extra_orders: 4,
                     charges: 5,
                     extra_charges: 6,
-                    deliveries: 7
+                    deliveries: 7,
+                    keys_with_multiple_orders: 8,
+                    keys_charged_more_than_once: 2,
+                    keys_with_unrefunded_duplicates: 1,
                 },
                 lost_events: 2,
                 orphaned_reservations: 2,
                 wasted_charges: 9,
+                unrefunded_unconfirmed: 2,
+                sagas_unfinished: 0,
             }
         );
+        // Without idempotency and outbox, duplicates and lost events are measured, not
+        // promises broken; the saga's own promises hold for every profile.
+        assert_eq!(
+            inv.violations(Promises::default()),
+            [
+                "2 orders not confirmed kept an unrefunded charge",
+                "2 reservations of unconfirmed orders stayed open"
+            ]
+        );
+        let all = inv.violations(Promises {
+            idempotency: true,
+            outbox: true,
+        });
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert!(all.contains(&"1 idempotency keys were charged more than once".to_string()));
+        assert!(all.contains(&"2 confirmed orders' events were lost".to_string()));
+        assert!(Invariants::default().violations(Promises { idempotency: true, outbox: true }).is_empty());
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub use breakers::{Rejections, any_breaker_not_closed, breaker_opens, time_not_c
 pub use counters::{counter_deltas, increase, is_counter};
 pub use interval::{Interval, ci95, t_975};
 pub use invariants::{
-    Audit, Audits, Duplicates, Invariants, lost_events, orphaned_reservations, wasted_charges,
+    Audit, Audits, Duplicates, Invariants, Promises, lost_events, orphaned_reservations,
+    unrefunded_unconfirmed, wasted_charges,
 };
 pub use outcome::{METASTABLE_GOODPUT, Outcome, TriggerWindow, classify};
 pub use recovery::{DID_NOT_RECOVER, Recovery, RecoverySummary, recovery};

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::record::Run;
 use super::summary::hop_names;
-use crate::measure::{DID_NOT_RECOVER, Recovery};
+use crate::measure::{DID_NOT_RECOVER, Outcome, Recovery};
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -32,6 +32,8 @@ pub(super) fn csv(run: &Run) -> String {
         "run_id",
         "scenario",
         "profile",
+        "load_fraction",
+        "offered_rps",
         "trial",
         "seed",
         "issued",
@@ -75,6 +77,14 @@ pub(super) fn csv(run: &Run) -> String {
             "generator_dropped",
             "generator_cpu_s",
             "generator_saturated",
+            "keys_with_multiple_orders",
+            "keys_charged_more_than_once",
+            "keys_with_unrefunded_duplicates",
+            "unrefunded_unconfirmed",
+            "sagas_unfinished",
+            "outcome",
+            "outcome_recovery_s",
+            "violations",
         ]
         .map(String::from),
     );
@@ -87,6 +97,11 @@ pub(super) fn csv(run: &Run) -> String {
                 run.run_id.clone(),
                 cell.scenario.clone(),
                 cell.profile.clone(),
+                opt(cell.load.as_ref().and_then(|l| l.fraction)),
+                cell.load
+                    .as_ref()
+                    .map_or(run.settings.offered_rps, |l| l.rps)
+                    .to_string(),
                 t.trial.to_string(),
                 t.seed.to_string(),
                 t.issued.to_string(),
@@ -134,6 +149,17 @@ pub(super) fn csv(run: &Run) -> String {
                 t.generator.dropped.to_string(),
                 t.generator.cpu_s.to_string(),
                 t.generator.saturated.to_string(),
+                t.duplicates.keys_with_multiple_orders.to_string(),
+                t.duplicates.keys_charged_more_than_once.to_string(),
+                t.duplicates.keys_with_unrefunded_duplicates.to_string(),
+                t.unrefunded_unconfirmed.to_string(),
+                t.sagas_unfinished.to_string(),
+                t.outcome.map_or(String::new(), |o| o.class().to_string()),
+                match t.outcome {
+                    Some(Outcome::Recovered { seconds }) => seconds.to_string(),
+                    _ => String::new(),
+                },
+                t.violations.join("; "),
             ]);
             row.extend(
                 processes

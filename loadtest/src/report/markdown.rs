@@ -188,20 +188,26 @@ fn headline_table(
 ) {
     let _ = writeln!(
         o,
-        "| profile | trials | success rate | p95 (ms) | amplification (e2e) | MTTR | \
-         duplicate orders | duplicate charges | lost events |\n\
-         |---|---|---|---|---|---|---|---|---|"
+        "| profile | trials | success rate | p95 (ms) | amplification (e2e) | MTTR | outcome | \
+         keys with more than one order | keys charged twice | lost events | invariants |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
     );
     for profile in profiles {
         let Some(c) = cell(run, profile, scenario, load).filter(|c| !c.trials.is_empty()) else {
-            let _ = writeln!(o, "| {} | 0 | not run | | | | | | |", md(profile));
+            let _ = writeln!(o, "| {} | 0 | not run | | | | | | | | |", md(profile));
             continue;
         };
         let t = &c.trials;
         let n = t.len();
+        let broken = t.iter().filter(|x| !x.violations.is_empty()).count();
+        let invariants = if broken == 0 {
+            "kept".to_string()
+        } else {
+            format!("**BROKEN** ({broken} of {n} trials)")
+        };
         let _ = writeln!(
             o,
-            "| {} | {n} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {invariants} |",
             md(profile),
             show(
                 interval_of(t, |x| x.success_rate).map(|i| i.scaled(100.0)),
@@ -212,14 +218,17 @@ fn headline_table(
             show(interval_of(t, |x| Some(x.latency_ms.p95)), n, 0, ""),
             show(interval_of(t, |x| x.amplification.end_to_end), n, 2, "×"),
             show_recovery(t),
+            outcomes(t),
             show(
-                interval_of(t, |x| Some(x.duplicates.orders as f64)),
+                interval_of(t, |x| Some(x.duplicates.keys_with_multiple_orders as f64)),
                 n,
                 1,
                 ""
             ),
             show(
-                interval_of(t, |x| Some(x.duplicates.charges as f64)),
+                interval_of(t, |x| Some(
+                    x.duplicates.keys_with_unrefunded_duplicates as f64
+                )),
                 n,
                 1,
                 ""
@@ -227,6 +236,23 @@ fn headline_table(
             show(interval_of(t, |x| Some(x.lost_events as f64)), n, 1, ""),
         );
     }
+}
+
+/// How the trials came through the fault: `recovered ×2, metastable ×1`.
+fn outcomes(trials: &[Trial]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for t in trials {
+        let class = t.outcome.map_or("n/a", |o| o.class());
+        match counts.iter_mut().find(|(c, _)| *c == class) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((class, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(c, n)| if trials.len() == 1 { c.to_string() } else { format!("{c} ×{n}") })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Goodput, latency percentiles and amplification per hop.
@@ -270,6 +296,9 @@ fn invariants_table(measured: &[&Cell], o: &mut String) {
         "profile",
         "baseline success",
         "orphaned reservations",
+        "unrefunded charges of unconfirmed orders",
+        "sagas unfinished",
+        "keys charged more than once (refunded or not)",
         "events delivered more than once",
         "wasted charges",
         "breaker opens",
@@ -296,6 +325,9 @@ fn invariants_table(measured: &[&Cell], o: &mut String) {
                     " %",
                 ),
                 count(|x| x.orphaned_reservations),
+                count(|x| x.unrefunded_unconfirmed),
+                count(|x| x.sagas_unfinished),
+                count(|x| x.duplicates.keys_charged_more_than_once),
                 count(|x| x.duplicates.deliveries),
                 count(|x| x.wasted_charges),
                 count(|x| x.breaker.opens),
@@ -369,6 +401,16 @@ fn warnings(run: &Run, scenario: &str, load: Option<&LoadLevel>, o: &mut String)
         );
     }
     for c in run.cells.iter().filter(here) {
+        for t in c.trials.iter().filter(|t| !t.violations.is_empty()) {
+            let _ = writeln!(
+                o,
+                "\n- **`{}` trial {} (seed {}) broke what its profile promises:** {}",
+                md(&c.profile),
+                t.trial,
+                t.seed,
+                t.violations.join("; ")
+            );
+        }
         for f in &c.failed_trials {
             let _ = writeln!(
                 o,

@@ -220,6 +220,16 @@ pub struct Trial {
     pub orphaned_reservations: u64,
     /// Charges completed after the caller's deadline had passed.
     pub wasted_charges: u64,
+    /// Orders not confirmed whose charge was never refunded.
+    #[serde(default)]
+    pub unrefunded_unconfirmed: u64,
+    /// Sagas neither confirmed nor failed after the drain.
+    #[serde(default)]
+    pub sagas_unfinished: u64,
+    /// The promises of the profile this trial broke
+    /// ([`crate::measure::Invariants::violations`]); empty when it kept them all.
+    #[serde(default)]
+    pub violations: Vec<String>,
     /// Pre-fault success rate ([`metrics::baseline_rate`]).
     pub baseline_success_rate: Option<f64>,
     /// `None` when the scenario has no fault end (or no baseline to compare with).

@@ -165,10 +165,21 @@ fn trial(i: u32, success: f64, recovery: Option<Recovery>) -> Trial {
             charges: 1,
             extra_charges: 1,
             deliveries: 0,
+            keys_with_multiple_orders: u64::from(i),
+            keys_charged_more_than_once: 1,
+            keys_with_unrefunded_duplicates: 0,
         },
         lost_events: 2,
         orphaned_reservations: 1,
         wasted_charges: 3,
+        unrefunded_unconfirmed: 0,
+        sagas_unfinished: 0,
+        // The second trial of a cell broke a promise.
+        violations: if i == 1 {
+            vec!["1 reservations of unconfirmed orders stayed open".into()]
+        } else {
+            vec![]
+        },
         baseline_success_rate: Some(0.99),
         recovery,
         outcome: None,
@@ -333,6 +344,12 @@ fn write_all_round_trips_and_writes_every_file() {
     assert!(md.contains("| a-baseline | 1 | 50.0 % (n = 1) |"));
     assert!(md.contains("| d-breakers | 0 | not run |"));
     assert!(md.contains("could not be measured: payments did not start"));
+    // A cell with a trial that broke a promise says so, and names it.
+    assert!(md.contains("| **BROKEN** (1 of 3 trials) |"), "{md}");
+    assert!(md.contains(
+        "trial 1 (seed 43) broke what its profile promises:** 1 reservations of unconfirmed \
+         orders stayed open"
+    ));
     assert!(md.contains("![payment_errors: success rate over time](payment_errors-success.svg)"));
     assert!(md.contains("The seed's claims"));
     assert!(
