@@ -31,9 +31,15 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("errors");
     let plan = short_plan(&["a-baseline", "b-naive-retries"], &["payment_errors"]);
-    let run1 = run(&plan, &Reference::default(), &Backend::default(), &out, "test")
-        .await
-        .expect("run");
+    let run1 = run(
+        &plan,
+        &Reference::default(),
+        &Backend::default(),
+        &out,
+        "test",
+    )
+    .await
+    .expect("run");
     assert!(run1.finished);
     let cell = |run: &report::Run, p: &str| {
         let c = run.cells.iter().find(|c| c.profile == p).unwrap().clone();
@@ -90,9 +96,15 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
 
     let out = dir.path().join("storm");
     let plan = short_plan(&["f-full"], &["retry_storm"]);
-    let run2 = run(&plan, &Reference::default(), &Backend::default(), &out, "test")
-        .await
-        .expect("run");
+    let run2 = run(
+        &plan,
+        &Reference::default(),
+        &Backend::default(),
+        &out,
+        "test",
+    )
+    .await
+    .expect("run");
     let f = cell(&run2, "f-full");
     assert!(f.issued > 0);
     assert_eq!(
@@ -112,9 +124,15 @@ async fn naive_retries_amplify_and_the_full_profile_stays_exact() {
     // Breakers under an outage: they open, and the sampled time open is in the report.
     let out = dir.path().join("outage");
     let plan = short_plan(&["d-breakers"], &["payment_outage"]);
-    let run3 = run(&plan, &Reference::default(), &Backend::default(), &out, "test")
-        .await
-        .expect("run");
+    let run3 = run(
+        &plan,
+        &Reference::default(),
+        &Backend::default(),
+        &out,
+        "test",
+    )
+    .await
+    .expect("run");
     let d = cell(&run3, "d-breakers");
     assert!(d.breaker.opens >= 1, "{:?}", d.breaker);
     let open_s = d.breaker.time_open_s.expect("time open sampled");

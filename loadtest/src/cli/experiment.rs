@@ -33,7 +33,12 @@ pub struct ExperimentArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Offered loads as fractions of the calibrated knee, comma-separated, e.g. 0.5,0.8,0.95
-    #[arg(long, value_delimiter = ',', value_name = "FRACTIONS", conflicts_with = "rate")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FRACTIONS",
+        conflicts_with = "rate"
+    )]
     pub load: Option<Vec<f64>>,
     /// Offered load in logical requests per second instead of fractions of the knee (no
     /// calibration runs)

@@ -32,7 +32,12 @@ b-naive-retries --trigger brownout:0.5..0.9 --duration 10s";
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
     /// Profiles, comma-separated; one grid each
-    #[arg(long, value_delimiter = ',', value_name = "NAMES", default_value = "b-naive-retries")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAMES",
+        default_value = "b-naive-retries"
+    )]
     pub profile: Vec<String>,
     /// Offered loads, fractions of the knee: a list or a range A..B
     #[arg(long, value_name = "SPEC", default_value = "0.1..0.9")]
@@ -84,7 +89,10 @@ pub struct SweepArgs {
 pub fn parse_axis(flag: &str, spec: &str, points: u32, unit: &str) -> Result<Vec<f64>> {
     let number = |s: &str| -> Result<f64> {
         let t = s.trim();
-        let t = t.strip_suffix(unit).filter(|_| !unit.is_empty()).unwrap_or(t);
+        let t = t
+            .strip_suffix(unit)
+            .filter(|_| !unit.is_empty())
+            .unwrap_or(t);
         match t.trim().parse::<f64>() {
             Ok(v) if v.is_finite() => Ok(v),
             _ => bail!("{flag} {spec:?}: {s:?} is not a number"),
@@ -113,7 +121,7 @@ pub fn parse_axis(flag: &str, spec: &str, points: u32, unit: &str) -> Result<Vec
 impl SweepArgs {
     pub fn plan(&self) -> Result<SweepPlan> {
         let secs = |flag: &str, v: f64| -> Result<Duration> {
-            if !(v >= 0.0 && v <= 3600.0) {
+            if !(0.0..=3600.0).contains(&v) {
                 bail!("{flag} must be between 0 and 3600 seconds, got {v}");
             }
             Ok(Duration::from_secs_f64(v))
@@ -227,9 +235,16 @@ mod tests {
             parse_axis("--duration", "1,5s, 10s", 5, "s").unwrap(),
             [1.0, 5.0, 10.0]
         );
-        let err = parse_axis("--load", "0.9..0.1", 5, "").unwrap_err().to_string();
-        assert!(err.contains("--load") && err.contains("must go up"), "{err}");
-        let err = parse_axis("--load", "0.5,abc", 5, "").unwrap_err().to_string();
+        let err = parse_axis("--load", "0.9..0.1", 5, "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--load") && err.contains("must go up"),
+            "{err}"
+        );
+        let err = parse_axis("--load", "0.5,abc", 5, "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"abc\" is not a number"), "{err}");
     }
 
@@ -249,8 +264,15 @@ mod tests {
     fn the_default_grid_is_five_by_five_and_fits_twenty_minutes() {
         let p = plan(&[]).unwrap();
         assert_eq!(p.profiles, ["b-naive-retries"]);
-        assert_eq!((p.loads.len(), p.durations.len(), &p.cuts), (5, 5, &vec![0.8]));
-        assert!(p.estimate_seconds() < 19.0 * 60.0, "{}", p.estimate_seconds());
+        assert_eq!(
+            (p.loads.len(), p.durations.len(), &p.cuts),
+            (5, 5, &vec![0.8])
+        );
+        assert!(
+            p.estimate_seconds() < 19.0 * 60.0,
+            "{}",
+            p.estimate_seconds()
+        );
     }
 
     #[test]
@@ -259,7 +281,9 @@ mod tests {
         assert_eq!((p.trigger, p.cuts), (Trigger::Outage, vec![1.0]));
         let p = plan(&["--trigger", "brownout:0.5..0.9", "--duration", "10s"]).unwrap();
         assert_eq!(p.cuts, [0.5, 0.6, 0.7, 0.8, 0.9]);
-        let err = plan(&["--trigger", "brownout:0.5..0.9"]).unwrap_err().to_string();
+        let err = plan(&["--trigger", "brownout:0.5..0.9"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not both"), "{err}");
         let err = plan(&["--trigger", "latency"]).unwrap_err().to_string();
         assert!(err.contains("--trigger \"latency\""), "{err}");

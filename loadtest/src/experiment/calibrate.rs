@@ -145,7 +145,10 @@ async fn run_step(
     );
     load.deadline = config.deadline;
     load.seed = config.seed.wrapping_add(index as u64);
-    load.key_prefix = format!("cal{index}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    load.key_prefix = format!(
+        "cal{index}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let cpu_before = cpu_all(stack);
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(sample_payments(payments_http, stopped));
@@ -161,10 +164,12 @@ async fn run_step(
     let mean = |f: fn(&(f64, f64, f64)) -> f64| {
         (!samples.is_empty()).then(|| samples.iter().map(f).sum::<f64>() / samples.len() as f64)
     };
-    let half = config.step.as_secs_f64() / 2.0;
+    // The second half of the schedule: not the seconds after it, when the last answers
+    // come back and the queue empties.
+    let end = config.step.as_secs_f64();
     let second_half: Vec<(f64, f64)> = samples
         .iter()
-        .filter(|s| s.0 >= half)
+        .filter(|s| s.0 >= end / 2.0 && s.0 <= end)
         .map(|s| (s.0, s.2))
         .collect();
     Ok(Step {
@@ -183,7 +188,9 @@ async fn run_step(
 
 /// `(share of slots busy, charges queued)` from payments' `/state`.
 async fn payments_state(http: &str) -> Option<(f64, f64)> {
-    let body = scrape::get(http, "/state", Duration::from_secs(1)).await.ok()?;
+    let body = scrape::get(http, "/state", Duration::from_secs(1))
+        .await
+        .ok()?;
     let state: serde_json::Value = serde_json::from_str(&body).ok()?;
     let capacity = state.get("capacity")?;
     let slots = capacity.get("slots")?.as_f64()?;

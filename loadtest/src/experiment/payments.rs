@@ -24,14 +24,22 @@ pub struct PaymentsModel {
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub queue: u32,
     /// Payments: longest wait for a slot
-    #[arg(long = "payments-queue-timeout-ms", value_name = "MS", default_value_t = 2000)]
+    #[arg(
+        long = "payments-queue-timeout-ms",
+        value_name = "MS",
+        default_value_t = 2000
+    )]
     pub queue_timeout_ms: u64,
     /// Payments: median service time of one charge (lognormal)
     #[arg(long = "payments-service-p50-ms", value_name = "MS", default_value_t = 80,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub service_p50_ms: u64,
     /// Payments: 95th percentile of the service time
-    #[arg(long = "payments-service-p95-ms", value_name = "MS", default_value_t = 160)]
+    #[arg(
+        long = "payments-service-p95-ms",
+        value_name = "MS",
+        default_value_t = 160
+    )]
     pub service_p95_ms: u64,
 }
 
@@ -114,8 +122,16 @@ mod tests {
     fn capacity_is_slots_over_the_lognormal_mean() {
         let m = PaymentsModel::default();
         // sigma = ln 2 / 1.645 = 0.4214; mean = 80 * exp(sigma^2 / 2) = 87.4 ms.
-        assert!((m.mean_service_ms() - 87.4).abs() < 0.1, "{}", m.mean_service_ms());
-        assert!((m.capacity_rps() - 114.4).abs() < 0.2, "{}", m.capacity_rps());
+        assert!(
+            (m.mean_service_ms() - 87.4).abs() < 0.1,
+            "{}",
+            m.mean_service_ms()
+        );
+        assert!(
+            (m.capacity_rps() - 114.4).abs() < 0.2,
+            "{}",
+            m.capacity_rps()
+        );
         // A fixed service time: the mean is the median.
         let fixed = PaymentsModel {
             slots: 2,

@@ -98,8 +98,10 @@ async fn measured_phase(
     let http: Vec<std::net::SocketAddr> = stack.endpoints().iter().map(|e| e.http).collect();
     let (stop_sampling, sampling) = tokio::sync::oneshot::channel::<()>();
     let sampler = tokio::spawn(sample_breakers(http, sampling));
-    let (report, injected) =
-        tokio::join!(load::run(config, |_| {}), inject(phases, stack, scenario, seed));
+    let (report, injected) = tokio::join!(
+        load::run(config, |_| {}),
+        inject(phases, stack, scenario, seed)
+    );
     let _ = stop_sampling.send(());
     let breaker_samples = sampler.await.unwrap_or_default();
     let report = report.context("measured load")?;
@@ -112,7 +114,9 @@ async fn measured_phase(
     // CPU used during the measured phase; a restarted process counts from its start.
     let mut cpu_s = cpu_used(&cpu_before, &cpu_all(stack));
     cpu_s.insert("frlab".into(), report.generator_cpu_s);
-    let mut trial = trial_from(phases, scenario, trial, seed, &report, &deltas, &audits, cpu_s);
+    let mut trial = trial_from(
+        phases, scenario, trial, seed, &report, &deltas, &audits, cpu_s,
+    );
     trial.violations = measure::Invariants::from_audits(&audits).violations(setup.promises);
     trial.breaker.time_open_s = Some(measure::time_not_closed(
         &breaker_samples,

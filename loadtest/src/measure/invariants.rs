@@ -187,7 +187,10 @@ impl Invariants {
             self.orphaned_reservations,
             "reservations of unconfirmed orders stayed open",
         );
-        check(self.sagas_unfinished, "sagas were unfinished after the drain");
+        check(
+            self.sagas_unfinished,
+            "sagas were unfinished after the drain",
+        );
         if promises.idempotency {
             check(
                 self.duplicates.keys_with_unrefunded_duplicates,
@@ -237,10 +240,10 @@ mod tests {
             ("keys_charged_more_than_once".into(), 2),
             ("keys_with_unrefunded_duplicates".into(), 1),
         ]);
-        audits
-            .orders
-            .counters
-            .extend([("keys_with_multiple_orders".into(), 8), ("sagas_unfinished".into(), 0)]);
+        audits.orders.counters.extend([
+            ("keys_with_multiple_orders".into(), 8),
+            ("sagas_unfinished".into(), 0),
+        ]);
         audits
             .payments
             .ids
@@ -294,7 +297,14 @@ mod tests {
         assert_eq!(all.len(), 5, "{all:?}");
         assert!(all.contains(&"1 idempotency keys were charged more than once".to_string()));
         assert!(all.contains(&"2 confirmed orders' events were lost".to_string()));
-        assert!(Invariants::default().violations(Promises { idempotency: true, outbox: true }).is_empty());
+        assert!(
+            Invariants::default()
+                .violations(Promises {
+                    idempotency: true,
+                    outbox: true
+                })
+                .is_empty()
+        );
     }
 
     #[test]

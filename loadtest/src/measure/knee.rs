@@ -112,7 +112,12 @@ pub enum Binding {
     /// Payments' slots were busy: the modelled bottleneck.
     Payments { busy: f64 },
     /// The machine's CPU: the lab measured itself, not the model.
-    Cpu { cores_used: f64, cores: usize, busiest: String, busiest_cores: f64 },
+    Cpu {
+        cores_used: f64,
+        cores: usize,
+        busiest: String,
+        busiest_cores: f64,
+    },
     /// The load generator fell behind its schedule.
     Generator,
     /// No step failed: the ramp never reached the knee.
@@ -303,7 +308,9 @@ mod tests {
 
     #[test]
     fn slope_fits_a_line() {
-        let line: Vec<(f64, f64)> = (0..10).map(|i| (i as f64 * 0.1, 3.0 + 5.0 * i as f64 * 0.1)).collect();
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 0.1, 3.0 + 5.0 * i as f64 * 0.1))
+            .collect();
         assert!((slope(&line).unwrap() - 5.0).abs() < 1e-9);
         assert_eq!(slope(&[(1.0, 2.0)]), None);
         assert_eq!(slope(&[(1.0, 2.0), (1.0, 3.0)]), None);
@@ -320,7 +327,10 @@ mod tests {
         // Busy slots explain a failing step even when the generator also lagged a little.
         s.cpu_cores.clear();
         s.generator_saturated = true;
-        assert!(matches!(binding(&[s.clone()], 500.0, 2), Binding::Payments { .. }));
+        assert!(matches!(
+            binding(&[s.clone()], 500.0, 2),
+            Binding::Payments { .. }
+        ));
         s.payments_busy = Some(0.3);
         assert_eq!(binding(&[s.clone()], 500.0, 2), Binding::Generator);
         s.generator_saturated = false;

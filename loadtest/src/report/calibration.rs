@@ -112,7 +112,8 @@ impl Calibration {
                 s.p99_ms,
                 s.payments_busy
                     .map_or("n/a".into(), |b| format!("{:.0} %", b * 100.0)),
-                s.payments_queued.map_or("n/a".into(), |q| format!("{q:.1}")),
+                s.payments_queued
+                    .map_or("n/a".into(), |q| format!("{q:.1}")),
                 s.cpu_total(),
                 s.failure(self.slo_p99_ms)
                     .map_or("pass".to_string(), |why| format!("fail: {why}")),
@@ -133,11 +134,7 @@ impl Calibration {
                 );
             }
             None => {
-                let _ = writeln!(
-                    o,
-                    "**No knee:** {}\n",
-                    self.unusable().unwrap_or_default()
-                );
+                let _ = writeln!(o, "**No knee:** {}\n", self.unusable().unwrap_or_default());
             }
         }
         o

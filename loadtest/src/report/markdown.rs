@@ -49,6 +49,11 @@ pub(super) fn markdown(run: &Run) -> String {
         }
     }
     seed_comparison(run, &mut o);
+    o.push('\n');
+    o.push_str(&super::findings::markdown(
+        "##",
+        &super::findings::for_run(run),
+    ));
     o
 }
 
@@ -250,7 +255,13 @@ fn outcomes(trials: &[Trial]) -> String {
     }
     counts
         .iter()
-        .map(|(c, n)| if trials.len() == 1 { c.to_string() } else { format!("{c} ×{n}") })
+        .map(|(c, n)| {
+            if trials.len() == 1 {
+                c.to_string()
+            } else {
+                format!("{c} ×{n}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -428,7 +439,11 @@ fn warnings(run: &Run, scenario: &str, load: Option<&LoadLevel>, o: &mut String)
 fn chart_links(scenario: &str, load: Option<&LoadLevel>, o: &mut String) {
     let _ = writeln!(o);
     for (file, alt) in chart_names(scenario, load) {
-        let _ = writeln!(o, "![{}: {alt}]({file})\n", md(&scenario_at(scenario, load)));
+        let _ = writeln!(
+            o,
+            "![{}: {alt}]({file})\n",
+            md(&scenario_at(scenario, load))
+        );
     }
 }
 

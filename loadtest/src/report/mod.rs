@@ -26,11 +26,12 @@ pub mod calibration;
 mod charts;
 mod csv;
 pub mod environment;
+pub mod findings;
 mod markdown;
 pub mod record;
 mod summary;
-pub mod sweep;
 mod svg;
+pub mod sweep;
 #[cfg(test)]
 mod tests;
 
@@ -42,8 +43,8 @@ pub use environment::{
     cpu_model, fnv1a64_hex, git_commit, mem_total_mib, os_release_name, utc_timestamp,
 };
 pub use record::{
-    Breaker, Cell, Environment, FailedTrial, FaultWindow, Generator, Latency, LoadLevel,
-    Machine, Run, Settings, Trial,
+    Breaker, Cell, Environment, FailedTrial, FaultWindow, Generator, Latency, LoadLevel, Machine,
+    Run, Settings, Trial,
 };
 
 pub const RESULTS_JSON: &str = "results.json";

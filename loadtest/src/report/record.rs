@@ -61,21 +61,22 @@ impl Run {
         scenario: &str,
         load: Option<&LoadLevel>,
     ) -> &mut Cell {
-        let i = match self.cells.iter().position(|c| {
-            c.profile == profile && c.scenario == scenario && c.load.as_ref() == load
-        }) {
-            Some(i) => i,
-            None => {
-                self.cells.push(Cell {
-                    profile: profile.to_string(),
-                    scenario: scenario.to_string(),
-                    load: load.cloned(),
-                    trials: Vec::new(),
-                    failed_trials: Vec::new(),
-                });
-                self.cells.len() - 1
-            }
-        };
+        let i =
+            match self.cells.iter().position(|c| {
+                c.profile == profile && c.scenario == scenario && c.load.as_ref() == load
+            }) {
+                Some(i) => i,
+                None => {
+                    self.cells.push(Cell {
+                        profile: profile.to_string(),
+                        scenario: scenario.to_string(),
+                        load: load.cloned(),
+                        trials: Vec::new(),
+                        failed_trials: Vec::new(),
+                    });
+                    self.cells.len() - 1
+                }
+            };
         &mut self.cells[i]
     }
 

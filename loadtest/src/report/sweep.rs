@@ -114,7 +114,11 @@ impl Sweep {
 
     fn trigger_label(&self) -> String {
         let s = &self.settings;
-        match (s.trigger.as_str(), s.cuts.as_slice(), s.durations_s.as_slice()) {
+        match (
+            s.trigger.as_str(),
+            s.cuts.as_slice(),
+            s.durations_s.as_slice(),
+        ) {
             ("outage", _, _) => "payments outage (every charge refused)".into(),
             (_, [cut], _) => format!(
                 "payments brownout: {:.0} % of its capacity removed (it keeps {:.0} %)",
@@ -140,7 +144,10 @@ pub fn write_sweep(sweep: &Sweep, dir: &Path) -> Result<(), ReportError> {
     })?;
     write_file(&path, &(json + "\n"))?;
     for profile in &sweep.settings.profiles {
-        write_file(&dir.join(phase_map_name(profile)), &phase_map(sweep, profile))?;
+        write_file(
+            &dir.join(phase_map_name(profile)),
+            &phase_map(sweep, profile),
+        )?;
     }
     write_file(&dir.join(SWEEP_MD), &markdown(sweep))
 }
@@ -160,7 +167,13 @@ pub fn rebuild_sweep(dir: &Path) -> Result<(), ReportError> {
 pub fn phase_map_name(profile: &str) -> String {
     let safe: String = profile
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("phase-{safe}.svg")
 }
@@ -244,6 +257,11 @@ pub fn markdown(sweep: &Sweep) -> String {
     for line in boundaries(sweep) {
         let _ = writeln!(o, "- {line}");
     }
+    o.push('\n');
+    o.push_str(&super::findings::markdown(
+        "##",
+        &super::findings::for_sweep(sweep),
+    ));
     let failed: Vec<&SweepCell> = sweep.cells.iter().filter(|c| c.error.is_some()).collect();
     if !failed.is_empty() {
         let _ = writeln!(o, "\n**Cells that could not be measured:**\n");
@@ -350,7 +368,11 @@ pub fn boundaries(sweep: &Sweep) -> Vec<String> {
                     firsts.push(format!("{}: from {}", sweep.row_label(row), l.label()));
                 }
             }
-            let _ = write!(line, " Metastable from the lowest load up: {}.", firsts.join("; "));
+            let _ = write!(
+                line,
+                " Metastable from the lowest load up: {}.",
+                firsts.join("; ")
+            );
         } else {
             line.push_str(" No cell was metastable.");
         }

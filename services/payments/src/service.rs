@@ -139,17 +139,21 @@ impl PaymentsService {
     ) -> Result<Ledger, Status> {
         let brownout = self.faults.brownout_factor();
         let queue_deadline = deadline.filter(|_| self.enforce_deadline);
-        let _slot = self.capacity.admit(queue_deadline, brownout).await.map_err(|r| {
-            self.reject(match r {
-                Rejected::QueueFull { .. } => "queue_full",
-                Rejected::QueueTimeout { .. } => "queue_timeout",
-                Rejected::DeadlinePassed => "deadline_passed",
-            });
-            match r {
-                Rejected::DeadlinePassed => Status::deadline_exceeded(r.to_string()),
-                _ => Status::resource_exhausted(r.to_string()),
-            }
-        })?;
+        let _slot = self
+            .capacity
+            .admit(queue_deadline, brownout)
+            .await
+            .map_err(|r| {
+                self.reject(match r {
+                    Rejected::QueueFull { .. } => "queue_full",
+                    Rejected::QueueTimeout { .. } => "queue_timeout",
+                    Rejected::DeadlinePassed => "deadline_passed",
+                });
+                match r {
+                    Rejected::DeadlinePassed => Status::deadline_exceeded(r.to_string()),
+                    _ => Status::resource_exhausted(r.to_string()),
+                }
+            })?;
         // An injected latency fault holds the slot, like a slow processor would.
         let service_time =
             self.capacity.service_time() + self.faults.extra_latency(CHARGE).unwrap_or_default();
