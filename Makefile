@@ -21,12 +21,22 @@ run: build ## Main job: start the local stack (embedded storage), place a sample
 	$(FRLAB) run-sample
 
 .PHONY: experiment
-experiment: ## Main job: the quick experiment (profiles a,b,d,f,g x 3 faults) on release builds; report in results/
+experiment: ## Main job: calibrate, then the quick experiment (profiles a,b,d,g x 3 faults x loads 0.5, 0.9 of the knee; about 10 min) on release builds; report in results/
 	$(CARGO) build --release --workspace --bins
 	target/release/frlab experiment --quick
 
+.PHONY: calibrate
+calibrate: ## Measure the knee: an open-loop ramp against a fresh stack (about a minute)
+	$(CARGO) build --release --workspace --bins
+	target/release/frlab calibrate
+
+.PHONY: sweep
+sweep: ## The metastability sweep of b-naive-retries (5 loads x 5 trigger lengths, about 15 min); PROFILES=b-naive-retries,g-adaptive for more
+	$(CARGO) build --release --workspace --bins
+	target/release/frlab sweep --profile $(or $(PROFILES),b-naive-retries)
+
 .PHONY: experiment-full
-experiment-full: ## Every profile x every scenario, 3 trials (long)
+experiment-full: ## Every profile x every scenario, 3 trials, at 0.8 of the knee (about an hour)
 	$(CARGO) build --release --workspace --bins
 	target/release/frlab experiment --full
 
@@ -47,8 +57,8 @@ tools: ## Install what the tests call (nextest, helm, k6, validators, prometheus
 	@scripts/install-tools.sh
 
 .PHONY: test
-test: tools image-archive ## Run every test (needs Postgres :5432, Redis :6379 and the local cluster: make cluster-local)
-	$(CARGO) nextest run --workspace --no-fail-fast
+test: tools image-archive ## Run every test (needs Postgres :5432, Redis :6379; starts the local cluster if it is not up, and stops it after)
+	KUBECONFIG=$(K8S_RUN)/kubeconfig scripts/with-local-cluster.sh $(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: bench
 bench: tools ## Benchmarks, each printed as ratios measured in the same run (bare tonic; k6)

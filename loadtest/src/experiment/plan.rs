@@ -208,7 +208,9 @@ impl Plan {
         }
     }
 
-    /// `--full`: every profile x every scenario, 3 trials, at 0.8 of the knee.
+    /// `--full`: every profile x every scenario, 3 trials, at 0.8 of the knee: 189 trials
+    /// of 16.5 s of load, so the whole matrix fits an hour here. Breakers open 3 s (time
+    /// scale 0.1), outlasted by the 5 s faults.
     pub fn full() -> Self {
         Self {
             profiles: lab_resilience::profiles::BUILTIN
@@ -217,7 +219,8 @@ impl Plan {
             scenarios: SCENARIOS.map(|s| s.name.to_string()).to_vec(),
             trials: 3,
             loads: vec![0.8],
-            pre_fault: Duration::from_secs(3),
+            warmup: Duration::from_millis(500),
+            pre_fault: Duration::from_secs(2),
             fault: Duration::from_secs(5),
             recovery: Duration::from_secs(9),
             ..Self::quick()

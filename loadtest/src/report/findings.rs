@@ -122,6 +122,21 @@ fn success_pct(trials: &[Trial]) -> Option<Interval> {
     interval_of(trials, |t| t.success_rate).map(|i| i.scaled(100.0))
 }
 
+/// Success rate while the fault was in force (the seconds of the fault window, pooled), in
+/// percent: what a claim about "under 20 % errors" speaks of, without the healthy seconds
+/// before and after.
+fn fault_success_pct(trials: &[Trial]) -> Option<Interval> {
+    interval_of(trials, |t| {
+        let w = t.fault_window?;
+        let (issued, ok) = t
+            .timeline
+            .iter()
+            .filter(|x| f64::from(x.second) >= w.start_s && f64::from(x.second) + 1.0 <= w.end_s)
+            .fold((0, 0), |(i, s), x| (i + x.issued, s + x.succeeded));
+        (issued > 0).then(|| ok as f64 / issued as f64 * 100.0)
+    })
+}
+
 fn show(i: &Interval, decimals: usize, unit: &str) -> String {
     i.format(decimals, unit)
 }
@@ -149,7 +164,7 @@ fn seed_success(run: &Run, profile: &'static str, claim: f64) -> Finding {
     let mut parts = Vec::new();
     for load in loads(run) {
         if let Some(c) = measured(run, profile, "payment_errors", load.as_ref())
-            && let Some(i) = success_pct(&c.trials)
+            && let Some(i) = fault_success_pct(&c.trials)
         {
             results.push(within(claim, &i));
             parts.push(format!(
@@ -166,7 +181,10 @@ fn seed_success(run: &Run, profile: &'static str, claim: f64) -> Finding {
         evidence: if parts.is_empty() {
             "The run has no payment_errors cell of this profile.".into()
         } else {
-            format!("Ours {}.", parts.join("; "))
+            format!(
+                "Ours, over the seconds the errors were in force: {}.",
+                parts.join("; ")
+            )
         },
     }
 }
@@ -344,13 +362,14 @@ fn duplicates(run: &Run) -> Finding {
         })
     };
     let (mut naive, mut keyed) = (Vec::new(), Vec::new());
-    let mut keyed_zero = Vec::new();
+    let (mut keyed_zero, mut naive_in_range) = (Vec::new(), Vec::new());
     for scenario in &run.settings.scenarios {
         for load in loads(run) {
             let at = format!("{scenario} at {}", load_name(run, load.as_ref()));
             if let Some(b) = measured(run, "b-naive-retries", scenario, load.as_ref())
                 && let Some(i) = share(b)
             {
+                naive_in_range.push((8.0..=12.0).contains(&i.mean));
                 naive.push(format!("{at}: {}", show(&i, 1, " %")));
             }
             for p in ["f-full", "g-adaptive"] {
@@ -374,7 +393,14 @@ fn duplicates(run: &Run) -> Finding {
     Finding {
         claim: "naive retries duplicate 8–12 % of orders; idempotency keys 0 %".into(),
         source: SEED,
-        verdict: Verdict::of(&keyed_zero),
+        // The 0 % is a promise (it must hold everywhere); the 8–12 % a measurement that may
+        // hold under some conditions only.
+        verdict: match (Verdict::of(&keyed_zero), Verdict::of(&naive_in_range)) {
+            (Verdict::DoesNotHold | Verdict::Depends, _) => Verdict::DoesNotHold,
+            (Verdict::Holds, Verdict::Holds) => Verdict::Holds,
+            (Verdict::NotMeasured, v) => v,
+            _ => Verdict::Depends,
+        },
         evidence: format!(
             "Keys with more than one order under b-naive-retries (idempotency off: every retry \
              of CreateOrder is a saga of its own): {}. With idempotency keys (f, g): {}.",
