@@ -117,6 +117,12 @@ fn how_it_was_run(run: &Run, o: &mut String) {
         levels.join("; "),
         s.deadline_ms
     );
+    if run.calibration.is_none() && s.loads.iter().any(|l| l.fraction.is_some()) {
+        let _ = writeln!(
+            o,
+            "- Knee: given on the command line (`--knee-rps`), not measured by this run"
+        );
+    }
     if let Some(p) = &s.payments {
         let _ = writeln!(o, "- Payments: {}", p.describe());
     }
