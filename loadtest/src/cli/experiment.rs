@@ -118,14 +118,10 @@ impl ExperimentArgs {
 /// Runs `frlab experiment`.
 pub async fn run(args: ExperimentArgs) -> Result<std::process::ExitCode> {
     let mut plan = args.plan()?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stamp = crate::report::utc_timestamp(std::time::SystemTime::now())
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .take(14)
-            .collect::<String>();
-        PathBuf::from("results").join(stamp)
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::report::default_run_dir(""));
     let backend = args.backend.backend();
     let started = std::time::Instant::now();
     let reference = if plan.rate.is_some() {

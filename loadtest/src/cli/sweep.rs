@@ -177,14 +177,10 @@ impl SweepArgs {
 /// Runs `frlab sweep`.
 pub async fn run(args: SweepArgs) -> Result<ExitCode> {
     let mut plan = args.plan()?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stamp = crate::report::utc_timestamp(std::time::SystemTime::now())
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .take(14)
-            .collect::<String>();
-        PathBuf::from("results").join(format!("sweep-{stamp}"))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::report::default_run_dir("sweep-"));
     let backend = args.backend.backend();
     let started = std::time::Instant::now();
     let (knee, payments, calibration) = args.capacity.resolve(&backend, plan.seed).await?;

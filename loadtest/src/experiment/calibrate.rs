@@ -151,7 +151,9 @@ async fn run_step(
     );
     let cpu_before = cpu_all(stack);
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let sampler = tokio::spawn(sample_payments(payments_http, stopped));
+    let sampler = tokio::spawn(async move {
+        scrape::sample_until(SAMPLE_EVERY, stopped, || payments_state(&payments_http)).await
+    });
     let report = load::run(load, |_| {}).await.context("calibration step")?;
     let _ = stop.send(());
     let samples = sampler.await.unwrap_or_default();
@@ -161,7 +163,7 @@ async fn run_step(
         .map(|(p, s)| (p, s / elapsed))
         .collect();
     cpu_cores.insert("frlab".into(), report.generator_cpu_s / elapsed);
-    let mean = |f: fn(&(f64, f64, f64)) -> f64| {
+    let mean = |f: fn(&(f64, (f64, f64))) -> f64| {
         (!samples.is_empty()).then(|| samples.iter().map(f).sum::<f64>() / samples.len() as f64)
     };
     // The second half of the schedule: not the seconds after it, when the last answers
@@ -170,7 +172,7 @@ async fn run_step(
     let second_half: Vec<(f64, f64)> = samples
         .iter()
         .filter(|s| s.0 >= end / 2.0 && s.0 <= end)
-        .map(|s| (s.0, s.2))
+        .map(|s| (s.0, s.1.1))
         .collect();
     Ok(Step {
         rate,
@@ -178,8 +180,8 @@ async fn run_step(
         succeeded: report.succeeded,
         p99_ms: report.latency_ms.p99,
         goodput_rps: report.goodput_rps,
-        payments_busy: mean(|s| s.1),
-        payments_queued: mean(|s| s.2),
+        payments_busy: mean(|s| s.1.0),
+        payments_queued: mean(|s| s.1.1),
         payments_queue_growth: knee::slope(&second_half),
         cpu_cores,
         generator_saturated: report.saturated,
@@ -197,27 +199,6 @@ async fn payments_state(http: &str) -> Option<(f64, f64)> {
     let busy = capacity.get("slots_in_use")?.as_f64()?;
     let queued = capacity.get("queued")?.as_f64()?;
     Some((busy / slots.max(1.0), queued))
-}
-
-/// Samples payments every [`SAMPLE_EVERY`] until `stop`: `(seconds since the start, share
-/// of slots busy, charges queued)`.
-async fn sample_payments(
-    http: String,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> Vec<(f64, f64, f64)> {
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut samples = Vec::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => return samples,
-            _ = tick.tick() => {}
-        }
-        if let Some((busy, queued)) = payments_state(&http).await {
-            samples.push((start.elapsed().as_secs_f64(), busy, queued));
-        }
-    }
 }
 
 /// Waits (at most [`SETTLE_MAX`]) until payments has nothing running or queued.

@@ -97,7 +97,9 @@ async fn measured_phase(
     // process: its scrapes fail for a moment and are skipped).
     let http: Vec<std::net::SocketAddr> = stack.endpoints().iter().map(|e| e.http).collect();
     let (stop_sampling, sampling) = tokio::sync::oneshot::channel::<()>();
-    let sampler = tokio::spawn(sample_breakers(http, sampling));
+    let sampler = tokio::spawn(async move {
+        scrape::sample_until(BREAKER_SAMPLE_EVERY, sampling, || any_breaker_open(&http)).await
+    });
     let (report, injected) = tokio::join!(
         load::run(config, |_| {}),
         inject(phases, stack, scenario, seed)
@@ -128,30 +130,18 @@ async fn measured_phase(
 /// How often the breaker states are sampled during the measured load.
 const BREAKER_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-/// Samples whether any breaker is not closed (open or half-open) on any service, every
-/// [`BREAKER_SAMPLE_EVERY`], until `stop`: `(seconds since start, any not closed)`.
-async fn sample_breakers(
-    http: Vec<std::net::SocketAddr>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> Vec<(f64, bool)> {
-    let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(BREAKER_SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut samples = Vec::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => return samples,
-            _ = tick.tick() => {}
+/// Whether any breaker is not closed (open or half-open) on any of these services; `None`
+/// when none could be read (a service restarting in a crash scenario is skipped).
+async fn any_breaker_open(http: &[std::net::SocketAddr]) -> Option<bool> {
+    let mut read = false;
+    let mut open = false;
+    for addr in http {
+        if let Ok(parsed) = scrape::metrics(&addr.to_string(), SCRAPE_TIMEOUT).await {
+            read = true;
+            open |= measure::any_breaker_not_closed(&parsed);
         }
-        let at = start.elapsed().as_secs_f64();
-        let mut open = false;
-        for addr in &http {
-            if let Ok(parsed) = scrape::metrics(&addr.to_string(), SCRAPE_TIMEOUT).await {
-                open |= measure::any_breaker_not_closed(&parsed);
-            }
-        }
-        samples.push((at, open));
     }
+    read.then_some(open)
 }
 
 /// Every number of one trial, from what was measured.

@@ -23,3 +23,31 @@ pub async fn metrics(http: &str, timeout: Duration) -> Result<Vec<Sample>, Strin
     let body = get(http, "/metrics", timeout).await?;
     parse_prometheus(&body).map_err(|e| format!("/metrics: {e}"))
 }
+
+/// Calls `read` every `every` until `stop` fires, keeping `(seconds since the start, value)`
+/// for each call that returned a value (a scrape that failed is skipped, not recorded as a
+/// zero). The breaker sampler of a trial and the payments sampler of a calibration use it.
+pub async fn sample_until<T, F, Fut>(
+    every: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut read: F,
+) -> Vec<(f64, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return samples,
+            _ = tick.tick() => {}
+        }
+        let at = start.elapsed().as_secs_f64();
+        if let Some(value) = read().await {
+            samples.push((at, value));
+        }
+    }
+}

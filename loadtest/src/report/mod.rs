@@ -71,6 +71,16 @@ pub enum ReportError {
     },
 }
 
+/// `results/<prefix><UTC time as YYYYMMDDhhmmss>`: where a run goes unless told otherwise.
+pub fn default_run_dir(prefix: &str) -> PathBuf {
+    let stamp: String = utc_timestamp(std::time::SystemTime::now())
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
+    PathBuf::from("results").join(format!("{prefix}{stamp}"))
+}
+
 /// Writes `results.json`, then everything derived from it, into `dir` (created if
 /// needed). Each file is written to a temporary name and renamed, so a reader never sees
 /// half a file; the runner may call this after every cell with `finished: false`.
