@@ -399,7 +399,7 @@ pub fn phase_map(sweep: &Sweep, profile: &str) -> String {
     let (cell_w, cell_h) = (110.0, 44.0);
     let (left, top) = (110.0, 64.0);
     let width = left + cell_w * s.loads.len().max(1) as f64 + 20.0;
-    let height = top + cell_h * rows.len().max(1) as f64 + 110.0;
+    let height = top + cell_h * rows.len().max(1) as f64 + 70.0;
     let mut o = String::new();
     let title = format!("{profile}: {}", sweep.trigger_label());
     let _ = writeln!(
@@ -415,6 +415,17 @@ pub fn phase_map(sweep: &Sweep, profile: &str) -> String {
         width / 2.0,
         xml(&title),
         left + cell_w * s.loads.len() as f64 / 2.0
+    );
+    let mid = top + cell_h * rows.len() as f64 / 2.0;
+    let _ = writeln!(
+        o,
+        "<text x=\"16\" y=\"{mid:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 \
+         {mid:.1})\">{}</text>",
+        if s.cuts.len() > 1 {
+            "capacity removed"
+        } else {
+            "trigger length"
+        }
     );
     for (i, load) in s.loads.iter().enumerate() {
         let x = left + cell_w * (i as f64 + 0.5);
