@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p frlab --bench chain` (or `make bench`). Each chain gets the same closed-loop
 //! load (CONCURRENCY callers, unique idempotency keys) for MEASURE after WARMUP; printed are
-//! throughput, p50 and p99, and each as a ratio to the bare chain. Payments' modelled service
+//! throughput, p50 and p99, and each as a ratio to the bare chain; the bench fails (exit 1)
+//! if any chain returned an error, warm-up included. Payments' modelled service
 //! time is set to zero so the ratio shows what our code (validation, storage, idempotency,
 //! outbox, metrics) costs over the tonic plumbing alone.
 //!
@@ -205,6 +206,8 @@ struct Measured {
     p50: Duration,
     p99: Duration,
     errors: usize,
+    /// The first error's status, to say what failed.
+    first_error: Option<String>,
 }
 
 /// Closed loop: CONCURRENCY callers place orders back to back.
@@ -214,6 +217,7 @@ async fn measure(gateway: Channel) -> Measured {
         async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
+            let mut first_error = None;
             let mut client = GatewayClient::new(gateway);
             while Instant::now() < until {
                 let started = Instant::now();
@@ -228,20 +232,31 @@ async fn measure(gateway: Channel) -> Measured {
                 match client.place_order(req).await {
                     Ok(_) if record => latencies.push(started.elapsed()),
                     Ok(_) => {}
-                    Err(_) => errors += 1,
+                    Err(status) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| {
+                            format!("{:?}: {}", status.code(), status.message())
+                        });
+                    }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         }
     };
     let warm = Instant::now() + WARMUP;
-    futures::future::join_all((0..CONCURRENCY).map(|_| run(warm, false))).await;
+    let warmed = futures::future::join_all((0..CONCURRENCY).map(|_| run(warm, false))).await;
     let started = Instant::now();
     let results =
         futures::future::join_all((0..CONCURRENCY).map(|_| run(started + MEASURE, true))).await;
     let elapsed = started.elapsed();
-    let errors = results.iter().map(|(_, e)| e).sum();
-    let mut all: Vec<Duration> = results.into_iter().flat_map(|(l, _)| l).collect();
+    // Warm-up errors count too: a healthy chain returns none.
+    let warm_errors: usize = warmed.iter().map(|(_, e, _)| e).sum();
+    let errors = warm_errors + results.iter().map(|(_, e, _)| e).sum::<usize>();
+    let first_error = warmed
+        .iter()
+        .chain(&results)
+        .find_map(|(_, _, f)| f.clone());
+    let mut all: Vec<Duration> = results.into_iter().flat_map(|(l, _, _)| l).collect();
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -253,6 +268,7 @@ async fn measure(gateway: Channel) -> Measured {
         p50: pct(0.50),
         p99: pct(0.99),
         errors,
+        first_error,
     }
 }
 
@@ -304,5 +320,28 @@ fn main() {
         row("bare tonic", &bare, &bare);
         row("lab, SQLite + memory", &embedded, &bare);
         row("lab, Postgres + Redis", &postgres, &bare);
+        // Errors on a healthy chain are bugs, not noise.
+        let failed: Vec<String> = [
+            ("bare tonic", &bare),
+            ("SQLite + memory", &embedded),
+            ("Postgres + Redis", &postgres),
+        ]
+        .into_iter()
+        .filter(|(_, m)| m.errors > 0)
+        .map(|(name, m)| {
+            format!(
+                "{name}: {} errors, first {}",
+                m.errors,
+                m.first_error.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+        if !failed.is_empty() {
+            eprintln!(
+                "FAILED: a healthy chain returned errors ({})",
+                failed.join("; ")
+            );
+            std::process::exit(1);
+        }
     });
 }

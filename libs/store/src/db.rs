@@ -5,8 +5,16 @@
 //! `BIGINT` minor units. Where the dialects differ (auto-increment keys, say), a
 //! [`Migration::per_backend`] carries one statement per backend.
 //!
-//! - **SQLite**: the file is created if missing; every connection runs in WAL mode with a
-//!   5 s busy timeout, so concurrent writers wait for each other instead of failing.
+//! - **SQLite**: the file is created if missing and opened through **one** connection, in
+//!   WAL mode with `synchronous = NORMAL` and a 5 s busy timeout. SQLite lets one writer in
+//!   at a time; with several connections a writer that finds the lock taken waits in
+//!   SQLite's busy handler, which sleeps 1 to 100 ms per try and lets later writers overtake
+//!   it (the chain bench saw inventory reservations starve past their 500 ms per-try
+//!   timeout). With one connection, statements queue in the pool, first come first served.
+//!   The busy timeout still covers another *process* on the same file (a restarted service
+//!   while the old one exits). `NORMAL` in WAL mode keeps every committed transaction when
+//!   the service crashes; only an operating-system crash or power loss can drop the last
+//!   ones, which the lab never injects.
 //! - **Postgres**: with [`DbConfig::schema`] set, the schema is created if missing and is
 //!   every pooled connection's `search_path`, so a service's tables *and* its
 //!   `_sqlx_migrations` table live in its own schema and several services can share one
@@ -20,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrationType, Migrator};
-use sqlx::{AnyPool, AssertSqlSafe, Executor, SqlSafeStr};
+use sqlx::{AnyPool, AssertSqlSafe, Connection, Executor, SqlSafeStr};
 
 use crate::error::{StoreError, redact_url};
 
@@ -28,6 +36,14 @@ use crate::error::{StoreError, redact_url};
 /// before getting an error. sqlx's default of 30 s would hide an outage from the lab's
 /// measurements behind long stalls.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pooled connection idle at least this long is pinged before it is handed out (and
+/// replaced if the ping fails). sqlx pings on *every* acquire by default: one extra round
+/// trip per statement (to Postgres over the network, to SQLite's worker thread), which the
+/// chain bench showed as the largest single item of a service's CPU. A connection used
+/// within the last second is taken as alive; if it is not, the statement fails as it would
+/// have a moment later, and the pool replaces the connection.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Set on every SQLite connection. `busy_timeout` comes first so that switching to WAL
 /// waits for a concurrent connection instead of failing.
@@ -77,7 +93,8 @@ pub struct DbConfig {
     /// Postgres only: the schema holding this service's tables (created if missing).
     /// `None` uses the server's default `search_path`. Ignored for SQLite.
     pub schema: Option<String>,
-    /// Upper bound of the pool (0 is treated as 1).
+    /// Upper bound of the pool (0 is treated as 1). Postgres only: a SQLite pool has one
+    /// connection (see the module docs).
     pub max_connections: u32,
 }
 
@@ -157,9 +174,22 @@ impl Db {
         let set_search_path: Option<Arc<str>> =
             schema.map(|s| format!("SET search_path TO \"{s}\"").into());
 
+        let max_connections = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => cfg.max_connections.max(1),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(cfg.max_connections.max(1))
+            .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 let set_search_path = set_search_path.clone();
                 Box::pin(async move {

@@ -182,11 +182,14 @@ impl<B> tower::retry::Policy<http::Request<ReplayBody>, http::Response<B>, BoxEr
         }
     }
 
+    /// tower asks for a copy before every attempt, to have one for the next. The attempt
+    /// about to be made is the last one allowed (always so with `max_attempts: 1`): no copy,
+    /// and tower returns its result as it is ([`Stop::NoAttemptsLeft`] without the work).
     fn clone_request(
         &mut self,
         req: &http::Request<ReplayBody>,
     ) -> Option<http::Request<ReplayBody>> {
-        Some(clone_request(req))
+        (self.attempts + 1 < self.shared.max_attempts).then(|| clone_request(req))
     }
 }
 
