@@ -39,8 +39,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A pooled connection idle at least this long is pinged before it is handed out (and
 /// replaced if the ping fails). sqlx pings on *every* acquire by default: one extra round
-/// trip per statement (to Postgres over the network, to SQLite's worker thread), which the
-/// chain bench showed as the largest single item of a service's CPU. A connection used
+/// trip per statement (to Postgres over the network; to SQLite's worker thread, two more
+/// thread hand-offs, which is where most of a service's CPU goes). A connection used
 /// within the last second is taken as alive; if it is not, the statement fails as it would
 /// have a moment later, and the pool replaces the connection.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);

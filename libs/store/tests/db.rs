@@ -224,35 +224,50 @@ async fn sqlite_concurrent_writers_wait_instead_of_failing() {
 }
 
 #[tokio::test]
-async fn sqlite_connections_use_wal_busy_timeout_and_foreign_keys() {
+async fn sqlite_has_one_connection_in_wal_mode_with_busy_timeout_and_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
         .await
         .unwrap();
     assert_eq!(db.backend(), Backend::Sqlite);
-    // Check every connection the pool opens, not just the first.
-    let mut conns = Vec::new();
-    for _ in 0..4 {
-        let mut conn = db.pool().acquire().await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let fks: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!((mode.as_str(), timeout, sync, fks), ("wal", 5000, 1, 1));
-        conns.push(conn);
-    }
+    let mut conn = db.pool().acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let fks: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!((mode.as_str(), timeout, sync, fks), ("wal", 5000, 1, 1));
+
+    // One connection per file, whatever the config asks for (4 here): a second caller
+    // queues in the pool until the first gives its connection back.
+    assert_eq!(db.pool().options().get_max_connections(), 1);
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let _second = db.pool().acquire().await.unwrap();
+            started.elapsed()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "a second connection was handed out");
+    drop(conn);
+    let waited = waiting.await.unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(150),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
