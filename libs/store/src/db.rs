@@ -9,8 +9,8 @@
 //!   WAL mode with `synchronous = NORMAL` and a 5 s busy timeout. SQLite lets one writer in
 //!   at a time; with several connections a writer that finds the lock taken waits in
 //!   SQLite's busy handler, which sleeps 1 to 100 ms per try and lets later writers overtake
-//!   it (the chain bench saw inventory reservations starve past their 500 ms per-try
-//!   timeout). With one connection, statements queue in the pool, first come first served.
+//!   it (likely what made inventory reservations in the chain bench exceed their 500 ms
+//!   per-try timeout). With one connection, statements queue in the pool, first come first served.
 //!   The busy timeout still covers another *process* on the same file (a restarted service
 //!   while the old one exits). `NORMAL` in WAL mode keeps every committed transaction when
 //!   the service crashes; only an operating-system crash or power loss can drop the last
