@@ -85,17 +85,22 @@ impl Frame {
 }
 
 pub(super) fn svg_open(title: &str) -> String {
+    svg_document(title, WIDTH, HEIGHT, LEFT + Frame::plot_w() / 2.0)
+}
+
+/// The start of an SVG document of `width` x `height`: white background, `title` as its
+/// `<title>` and centred at `title_x` on top. The caller closes it with `</svg>`.
+pub(super) fn svg_document(title: &str, width: f64, height: f64, title_x: f64) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <title>{}</title>\n\
-         <rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#ffffff\"/>\n\
-         <text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>",
+         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
+         <text x=\"{title_x:.1}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>",
         xml(title),
-        LEFT + Frame::plot_w() / 2.0,
         xml(title)
     );
     o

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
 use super::record::{Environment, LoadLevel, Trial};
-use super::svg::xml;
+use super::svg::{svg_document, xml};
 use super::{ReportError, write_file};
 use crate::experiment::PaymentsModel;
 use crate::measure::{METASTABLE_GOODPUT, Outcome, RECOVERY_FRACTION, RECOVERY_WINDOWS};
@@ -400,20 +400,11 @@ pub fn phase_map(sweep: &Sweep, profile: &str) -> String {
     let (left, top) = (110.0, 64.0);
     let width = left + cell_w * s.loads.len().max(1) as f64 + 20.0;
     let height = top + cell_h * rows.len().max(1) as f64 + 70.0;
-    let mut o = String::new();
     let title = format!("{profile}: {}", sweep.trigger_label());
+    let mut o = svg_document(&title, width, height, width / 2.0);
     let _ = writeln!(
         o,
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <title>{}</title>\n\
-         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
-         <text x=\"{:.1}\" y=\"22\" font-size=\"14\" text-anchor=\"middle\">{}</text>\n\
-         <text x=\"{:.1}\" y=\"44\" text-anchor=\"middle\">offered load</text>",
-        xml(&title),
-        width / 2.0,
-        xml(&title),
+        "<text x=\"{:.1}\" y=\"44\" text-anchor=\"middle\">offered load</text>",
         left + cell_w * s.loads.len() as f64 / 2.0
     );
     let mid = top + cell_h * rows.len() as f64 / 2.0;
