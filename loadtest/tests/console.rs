@@ -331,6 +331,15 @@ async fn console_api_against_a_local_stack() {
     })
     .await;
     assert!(edge(&s, "orders", "payments")["transitions"]["probes"].as_f64() >= Some(1.0));
+    // The log shows an order once it is answered: give the load's orders after the breaker
+    // closed time to come back before stopping it (on a busy machine they may not have yet).
+    wait_for(&addr, 15, "a load order confirmed in the log", |s| {
+        s["console"]["log"].as_array().is_some_and(|log| {
+            log.iter()
+                .any(|o| o["origin"] == "load" && o["outcome"] == "CONFIRMED")
+        })
+    })
+    .await;
     let (code, l) = json_call(&addr, "POST", "/api/load/stop", None).await;
     assert_eq!((code, &l["was_running"]), (200, &json!(true)), "{l}");
     let s = wait_for(&addr, 10, "the load shown stopped", |s| {
