@@ -18,7 +18,6 @@ use lab_proto::lab::v1::{ApplyFaultRequest, SnapshotRequest};
 use lab_proto::shop::v1::gateway_client::GatewayClient;
 use lab_proto::shop::v1::orders_client::OrdersClient;
 use lab_proto::shop::v1::{CreateOrderRequest, LineItem, OrderStatus, PlaceOrderRequest};
-use sqlx::Row;
 
 async fn counters(stack: &LocalStack, service: &str) -> std::collections::HashMap<String, i64> {
     let url = stack
@@ -103,11 +102,11 @@ async fn outbox_survives_sigkill_and_redelivery_is_deduplicated() {
     )
     .await
     .unwrap();
-    let reset = sqlx::query("UPDATE outbox SET delivered_at_ms = NULL")
-        .execute(db.pool())
+    let reset = lab_store::query("UPDATE outbox SET delivered_at_ms = NULL")
+        .execute(&db)
         .await
         .unwrap();
-    assert_eq!(reset.rows_affected(), 1);
+    assert_eq!(reset, 1);
     db.close().await;
     wait_for(&stack, "notifications", "receipts_total", 2).await;
     wait_for(&stack, "orders", "outbox_backlog", 0).await;
@@ -133,12 +132,12 @@ fn order(key: &str) -> PlaceOrderRequest {
 
 /// One column of strings from a service's database.
 async fn strings(db: &lab_store::Db, sql: &'static str) -> Vec<String> {
-    sqlx::query(sql)
-        .fetch_all(db.pool())
+    lab_store::query(sql)
+        .fetch_all(db)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .iter()
-        .map(|r| r.get::<String, _>(0))
+        .map(|r| r.try_get::<String, _>(0usize).unwrap())
         .collect()
 }
 

@@ -4,23 +4,23 @@
 use std::collections::HashMap;
 
 use lab_proto::lab::v1::{IdList, SnapshotResponse};
-use sqlx::{AnyPool, Row};
+use lab_store::Db;
 use tonic::Status;
 
 use crate::errors;
 
 /// An Audit snapshot being assembled.
 pub struct Snapshot<'a> {
-    pool: &'a AnyPool,
+    db: &'a Db,
     include_ids: bool,
     counters: HashMap<String, i64>,
     ids: HashMap<String, IdList>,
 }
 
 impl<'a> Snapshot<'a> {
-    pub fn new(pool: &'a AnyPool, include_ids: bool) -> Self {
+    pub fn new(db: &'a Db, include_ids: bool) -> Self {
         Self {
-            pool,
+            db,
             include_ids,
             counters: HashMap::new(),
             ids: HashMap::new(),
@@ -45,11 +45,11 @@ impl<'a> Snapshot<'a> {
         binds: &[i64],
         names: &[&str],
     ) -> Result<&mut Self, Status> {
-        let mut query = sqlx::query(sql);
+        let mut query = lab_store::query(sql);
         for bind in binds {
             query = query.bind(*bind);
         }
-        let row = query.fetch_one(self.pool).await.map_err(errors::db)?;
+        let row = query.fetch_one(self.db).await.map_err(errors::db)?;
         for name in names {
             let value = row.try_get::<i64, _>(*name).map_err(errors::db)?;
             self.counters.insert(name.to_string(), value);
@@ -70,8 +70,8 @@ impl<'a> Snapshot<'a> {
                 .insert(format!("{}_{noun}", status.to_lowercase()), 0);
         }
         let mut total = 0;
-        for row in sqlx::query(sql)
-            .fetch_all(self.pool)
+        for row in lab_store::query(sql)
+            .fetch_all(self.db)
             .await
             .map_err(errors::db)?
         {
@@ -88,12 +88,12 @@ impl<'a> Snapshot<'a> {
     /// When ids were asked for: the first column of every row of `sql`, as the id set `name`.
     pub async fn ids(&mut self, name: &str, sql: &'static str) -> Result<&mut Self, Status> {
         if self.include_ids {
-            let ids = sqlx::query(sql)
-                .fetch_all(self.pool)
+            let ids = lab_store::query(sql)
+                .fetch_all(self.db)
                 .await
                 .map_err(errors::db)?
                 .iter()
-                .map(|r| r.try_get::<String, _>(0))
+                .map(|r| r.try_get::<String, _>(0usize))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(errors::db)?;
             self.ids.insert(name.to_string(), IdList { ids });

@@ -13,16 +13,13 @@ use tonic::{Code, Status};
 
 /// A database error as the caller sees it: pool exhaustion or a lost connection is
 /// UNAVAILABLE (retryable), anything else INTERNAL. The detail goes to the log.
-pub fn db(err: sqlx::Error) -> Status {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            tracing::warn!("database unavailable: {err}");
-            Status::unavailable(format!("database unavailable: {err}"))
-        }
-        other => {
-            tracing::error!("database error: {other}");
-            Status::internal(format!("database error: {other}"))
-        }
+pub fn db(err: lab_store::DbError) -> Status {
+    if err.is_unavailable() {
+        tracing::warn!("database unavailable: {err}");
+        Status::unavailable(format!("database unavailable: {err}"))
+    } else {
+        tracing::error!("database error: {err}");
+        Status::internal(format!("database error: {err}"))
     }
 }
 

@@ -1,16 +1,21 @@
-//! One sqlx [`AnyPool`] chosen by URL, with the service's migrations applied at connect.
+//! One database chosen by URL — a SQLite file run in-process or a Postgres pool — with the
+//! service's migrations applied at connect. Statements run through [`crate::query`].
 //!
 //! Services write their SQL once, with `$1, $2` placeholders (SQLite binds `$N` by number
 //! too), timestamps as `BIGINT` unix milliseconds ([`now_ms`]), ids as `TEXT` and money as
 //! `BIGINT` minor units. Where the dialects differ (auto-increment keys, say), a
 //! [`Migration::per_backend`] carries one statement per backend.
 //!
-//! - **SQLite**: the file is created if missing and opened through **one** connection, in
-//!   WAL mode with `synchronous = NORMAL` and a 5 s busy timeout. SQLite lets one writer in
-//!   at a time; with several connections a writer that finds the lock taken waits in
-//!   SQLite's busy handler, which sleeps 1 to 100 ms per try and lets later writers overtake
-//!   it (likely what made inventory reservations in the chain bench exceed their 500 ms
-//!   per-try timeout). With one connection, statements queue in the pool, first come first served.
+//! - **SQLite** (rusqlite, in-process): the file is created if missing and opened through
+//!   **one** connection behind an async mutex, in WAL mode with `synchronous = NORMAL` and a
+//!   5 s busy timeout. SQLite lets one writer in at a time; with several connections a
+//!   writer that finds the lock taken waits in SQLite's busy handler, which sleeps 1 to
+//!   100 ms per try and lets later writers overtake it (likely what made inventory
+//!   reservations in the chain bench exceed their 500 ms per-try timeout). With one
+//!   connection, statements queue on the mutex, first come first served, and run on the
+//!   caller's thread (see [`crate::query`] for why). The migrations are recorded in sqlx's
+//!   `_sqlx_migrations` table with sqlx's checksums, so files stay interchangeable with
+//!   earlier versions of the lab.
 //!   The busy timeout still covers another *process* on the same file (a restarted service
 //!   while the old one exits). `NORMAL` in WAL mode keeps every committed transaction when
 //!   the service crashes; only an operating-system crash or power loss can drop the last
@@ -26,11 +31,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrationType, Migrator};
-use sqlx::{AnyPool, AssertSqlSafe, Connection, Executor, SqlSafeStr};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor, SqlSafeStr};
 
 use crate::error::{StoreError, redact_url};
+use crate::query::{DbError, Tx};
 
 /// How long a caller waits for a pooled connection (and the pool for a first connection)
 /// before getting an error. sqlx's default of 30 s would hide an outage from the lab's
@@ -39,20 +45,22 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A pooled connection idle at least this long is pinged before it is handed out (and
 /// replaced if the ping fails). sqlx pings on *every* acquire by default: one extra round
-/// trip per statement (to Postgres over the network; to SQLite's worker thread, two more
-/// thread hand-offs, which is where most of a service's CPU goes). A connection used
+/// trip per statement to Postgres. A connection used
 /// within the last second is taken as alive; if it is not, the statement fails as it would
 /// have a moment later, and the pool replaces the connection.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-/// Set on every SQLite connection. `busy_timeout` comes first so that switching to WAL
-/// waits for a concurrent connection instead of failing.
-const SQLITE_PRAGMAS: [&str; 4] = [
-    "PRAGMA busy_timeout = 5000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA foreign_keys = ON",
-];
+/// How long a SQLite statement waits for another process's lock on the file.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Set on the SQLite connection, after the busy timeout (so that switching to WAL waits for
+/// a concurrent process instead of failing).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    PRAGMA foreign_keys = ON;";
+
+/// Statements kept prepared on the SQLite connection (a service uses a few dozen).
+const SQLITE_STATEMENT_CACHE: usize = 128;
 
 /// The database behind a [`Db`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,14 +83,6 @@ impl Backend {
             }),
         }
     }
-
-    /// The name sqlx's Any driver reports for a connection to this backend.
-    fn driver_name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
-    }
 }
 
 /// Where the database is and how many connections to keep.
@@ -93,7 +93,7 @@ pub struct DbConfig {
     /// Postgres only: the schema holding this service's tables (created if missing).
     /// `None` uses the server's default `search_path`. Ignored for SQLite.
     pub schema: Option<String>,
-    /// Upper bound of the pool (0 is treated as 1). Postgres only: a SQLite pool has one
+    /// Upper bound of the pool (0 is treated as 1). Postgres only: SQLite has one
     /// connection (see the module docs).
     pub max_connections: u32,
 }
@@ -143,11 +143,18 @@ impl Migration {
     }
 }
 
-/// A migrated connection pool. Clones share the pool.
+/// A migrated database. Clones share the connection (SQLite) or the pool (Postgres).
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: AnyPool,
+    engine: Engine,
     backend: Backend,
+}
+
+/// What runs the statements.
+#[derive(Clone, Debug)]
+pub(crate) enum Engine {
+    Sqlite(Arc<tokio::sync::Mutex<rusqlite::Connection>>),
+    Postgres(PgPool),
 }
 
 impl Db {
@@ -159,89 +166,30 @@ impl Db {
     /// an applied migration whose SQL has since changed is an error.
     pub async fn connect(cfg: &DbConfig, migrations: &[Migration]) -> Result<Db, StoreError> {
         let backend = Backend::from_url(&cfg.url)?;
-        let schema = match (backend, &cfg.schema) {
-            (Backend::Postgres, Some(name)) => Some(validate_schema_name(name)?),
-            _ => None,
+        let engine = match backend {
+            Backend::Sqlite => {
+                let url = cfg.url.clone();
+                let migrations = migrations.to_vec();
+                let conn = tokio::task::spawn_blocking(move || open_sqlite(&url, &migrations))
+                    .await
+                    .map_err(|e| StoreError::Migrate {
+                        url: redact_url(&cfg.url),
+                        source: Box::new(e),
+                    })??;
+                Engine::Sqlite(Arc::new(tokio::sync::Mutex::new(conn)))
+            }
+            Backend::Postgres => Engine::Postgres(connect_postgres(cfg, migrations).await?),
         };
-        let url = redact_url(&cfg.url);
-        let connect_error = |source| StoreError::Connect {
-            url: url.clone(),
-            source,
-        };
-
-        sqlx::any::install_default_drivers();
-        let options = AnyConnectOptions::from_str(&cfg.url).map_err(connect_error)?;
-        let set_search_path: Option<Arc<str>> =
-            schema.map(|s| format!("SET search_path TO \"{s}\"").into());
-
-        let max_connections = match backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => cfg.max_connections.max(1),
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .after_connect(move |conn, _meta| {
-                let set_search_path = set_search_path.clone();
-                Box::pin(async move {
-                    if conn.backend_name() == Backend::Sqlite.driver_name() {
-                        for pragma in SQLITE_PRAGMAS {
-                            conn.execute(pragma).await?;
-                        }
-                    } else if conn.backend_name() == Backend::Postgres.driver_name()
-                        && let Some(sql) = set_search_path
-                    {
-                        conn.execute(AssertSqlSafe(sql)).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(connect_error)?;
-
-        let mut migrator = Migrator::with_migrations(
-            migrations
-                .iter()
-                .map(|m| {
-                    sqlx::migrate::Migration::new(
-                        m.version,
-                        Cow::Borrowed(m.description),
-                        MigrationType::Simple,
-                        m.sql(backend).into_sql_str(),
-                        false,
-                    )
-                })
-                .collect(),
-        );
-        // An older binary (a rolling update, a rollback) must still start against a database
-        // that a newer one has already migrated further.
-        migrator.set_ignore_missing(true);
-        if let Some(name) = schema {
-            // The migrator creates it after taking its advisory lock, so services starting
-            // together do not race on `CREATE SCHEMA IF NOT EXISTS`.
-            migrator.create_schema(format!("\"{name}\""));
-        }
-        if let Err(source) = migrator.run(&pool).await {
-            pool.close().await;
-            return Err(StoreError::Migrate { url, source });
-        }
-
-        Ok(Db { pool, backend })
+        Ok(Db { engine, backend })
     }
 
-    /// The pool, for queries and transactions.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Starts a transaction (on SQLite it holds the connection until it ends).
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Tx::begin(self).await
     }
 
     /// Which database this is.
@@ -249,10 +197,221 @@ impl Db {
         self.backend
     }
 
-    /// Closes the pool, waiting for checked-out connections to come back.
+    /// Closes the database, waiting for statements and transactions in flight to end.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.engine {
+            Engine::Sqlite(conn) => drop(conn.lock().await),
+            Engine::Postgres(pool) => pool.close().await,
+        }
     }
+}
+
+/// Opens a `sqlite:` URL (`sqlite://path?mode=rwc`, `sqlite:path`, `sqlite::memory:`), sets
+/// the pragmas and applies `migrations`.
+fn open_sqlite(url: &str, migrations: &[Migration]) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let redacted = redact_url(url);
+    let connect_error = |source: rusqlite::Error| StoreError::Connect {
+        url: redacted.clone(),
+        source: source.into(),
+    };
+    let rest = url.split_once(':').map_or("", |(_, rest)| rest);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut memory = path == ":memory:";
+    for param in params.split('&').filter(|p| !p.is_empty()) {
+        match param.split_once('=') {
+            Some(("mode", "rwc")) => flags |= OpenFlags::SQLITE_OPEN_CREATE,
+            Some(("mode", "rw")) => {}
+            Some(("mode", "ro")) => {
+                flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            }
+            Some(("mode", "memory")) => memory = true,
+            _ => {
+                return Err(StoreError::InvalidSqliteUrl {
+                    url: redacted.clone(),
+                    reason: format!(
+                        "unknown parameter `{param}` (expected mode=rwc, rw, ro or memory)"
+                    ),
+                });
+            }
+        }
+    }
+    let mut conn = if memory {
+        rusqlite::Connection::open_in_memory()
+    } else {
+        rusqlite::Connection::open_with_flags(percent_decode(path), flags)
+    }
+    .map_err(connect_error)?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .and_then(|()| conn.execute_batch(SQLITE_PRAGMAS))
+        .map_err(connect_error)?;
+    conn.set_prepared_statement_cache_capacity(SQLITE_STATEMENT_CACHE);
+    migrate_sqlite(&mut conn, migrations).map_err(|source| StoreError::Migrate {
+        url: redacted.clone(),
+        source,
+    })?;
+    Ok(conn)
+}
+
+/// `%XX` escapes decoded (as `sqlite_url_for` writes them).
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// sqlx's migration bookkeeping, on the SQLite connection: the same table, the same
+/// checksums; every pending migration and its record in one transaction.
+fn migrate_sqlite(
+    conn: &mut rusqlite::Connection,
+    migrations: &[Migration],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+            version BIGINT PRIMARY KEY,
+            description TEXT NOT NULL,
+            installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            success BOOLEAN NOT NULL,
+            checksum BLOB NOT NULL,
+            execution_time BIGINT NOT NULL
+        );",
+    )?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: std::collections::HashMap<i64, (bool, Vec<u8>)> = tx
+        .prepare("SELECT version, success, checksum FROM _sqlx_migrations")?
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .collect::<Result<_, _>>()?;
+    if let Some(version) = applied.iter().find(|(_, (ok, _))| !ok).map(|(v, _)| v) {
+        return Err(format!(
+            "migration {version} is partially applied; fix the database and remove its row \
+             from _sqlx_migrations"
+        )
+        .into());
+    }
+    let mut pending: Vec<&Migration> = migrations.iter().collect();
+    pending.sort_by_key(|m| m.version);
+    for m in pending {
+        let checksum = sqlx_migration(m, Backend::Sqlite).checksum.into_owned();
+        match applied.get(&m.version) {
+            Some((_, stored)) if *stored == checksum => continue,
+            Some(_) => {
+                return Err(format!(
+                    "migration {} ({}) was applied with other SQL than this binary's",
+                    m.version, m.description
+                )
+                .into());
+            }
+            None => {}
+        }
+        let started = std::time::Instant::now();
+        tx.execute_batch(m.sqlite)
+            .map_err(|e| format!("migration {} ({}): {e}", m.version, m.description))?;
+        tx.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (?1, ?2, TRUE, ?3, ?4)",
+            rusqlite::params![
+                m.version,
+                m.description,
+                checksum,
+                i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn sqlx_migration(m: &Migration, backend: Backend) -> sqlx::migrate::Migration {
+    sqlx::migrate::Migration::new(
+        m.version,
+        Cow::Borrowed(m.description),
+        MigrationType::Simple,
+        m.sql(backend).into_sql_str(),
+        false,
+    )
+}
+
+/// A Postgres pool for `cfg`, migrated.
+async fn connect_postgres(cfg: &DbConfig, migrations: &[Migration]) -> Result<PgPool, StoreError> {
+    let schema = cfg
+        .schema
+        .as_deref()
+        .map(validate_schema_name)
+        .transpose()?;
+    let url = redact_url(&cfg.url);
+    let connect_error = |source: sqlx::Error| StoreError::Connect {
+        url: url.clone(),
+        source: source.into(),
+    };
+    let options = PgConnectOptions::from_str(&cfg.url).map_err(connect_error)?;
+    let set_search_path: Option<Arc<str>> =
+        schema.map(|s| format!("SET search_path TO \"{s}\"").into());
+    let pool = PgPoolOptions::new()
+        .max_connections(cfg.max_connections.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .after_connect(move |conn, _meta| {
+            let set_search_path = set_search_path.clone();
+            Box::pin(async move {
+                if let Some(sql) = set_search_path {
+                    conn.execute(AssertSqlSafe(sql)).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(connect_error)?;
+
+    let mut migrator = Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|m| sqlx_migration(m, Backend::Postgres))
+            .collect(),
+    );
+    // An older binary (a rolling update, a rollback) must still start against a database
+    // that a newer one has already migrated further.
+    migrator.set_ignore_missing(true);
+    if let Some(name) = schema {
+        // The migrator creates it after taking its advisory lock, so services starting
+        // together do not race on `CREATE SCHEMA IF NOT EXISTS`.
+        migrator.create_schema(format!("\"{name}\""));
+    }
+    if let Err(source) = migrator.run(&pool).await {
+        pool.close().await;
+        return Err(StoreError::Migrate {
+            url,
+            source: Box::new(source),
+        });
+    }
+    Ok(pool)
 }
 
 /// Returns `name` if it is a safe unquoted-style Postgres schema name (`[a-z0-9_]{1,63}`).
@@ -267,14 +426,6 @@ pub(crate) fn validate_schema_name(name: &str) -> Result<&str, StoreError> {
         Err(StoreError::InvalidSchemaName {
             name: name.to_owned(),
         })
-    }
-}
-
-/// Whether `err` is a unique or primary-key violation, on either backend.
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db_err) => db_err.is_unique_violation(),
-        _ => false,
     }
 }
 

@@ -21,14 +21,23 @@ pub enum StoreError {
         name: String,
     },
 
+    /// A `sqlite:` URL with a parameter this crate does not know.
+    #[error("invalid SQLite URL `{url}`: {reason}")]
+    InvalidSqliteUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The database could not be opened or reached.
     #[error("cannot connect to database `{url}`: {source}")]
     Connect {
         /// The URL, password redacted.
         url: String,
-        /// What sqlx reported.
+        /// What SQLite or sqlx reported.
         #[source]
-        source: sqlx::Error,
+        source: crate::query::DbError,
     },
 
     /// Applying the migrations failed.
@@ -36,14 +45,14 @@ pub enum StoreError {
     Migrate {
         /// The URL, password redacted.
         url: String,
-        /// What the sqlx migrator reported.
+        /// What the migrator reported.
         #[source]
-        source: sqlx::migrate::MigrateError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// A query failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::query::DbError),
 
     /// Redis could not be reached, or its URL could not be parsed.
     #[error("cannot connect to Redis at `{url}`: {source}")]

@@ -9,7 +9,8 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor};
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use crate::db::{DbConfig, validate_schema_name};
 use crate::error::redact_url;
@@ -29,8 +30,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// If the server cannot be reached, with a message saying where and how to start it.
 pub async fn postgres_test_config(tag: &str) -> DbConfig {
     let url = std::env::var(DATABASE_URL_ENV).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
-    sqlx::any::install_default_drivers();
-    let probe = tokio::time::timeout(PROBE_TIMEOUT, AnyConnection::connect(&url)).await;
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect(&url)).await;
     match probe {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
@@ -63,9 +63,8 @@ pub async fn drop_schema(cfg: &DbConfig) {
     let Ok(schema) = validate_schema_name(schema) else {
         return;
     };
-    sqlx::any::install_default_drivers();
     let result = async {
-        let mut conn = AnyConnection::connect(&cfg.url).await?;
+        let mut conn = PgConnection::connect(&cfg.url).await?;
         let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
         conn.execute(AssertSqlSafe(sql)).await?;
         conn.close().await

@@ -1,8 +1,8 @@
 //! `Db` against SQLite (temp files) and the test Postgres (one fresh schema per test).
 
+use lab_store::query::{FromValue, On};
 use lab_store::testing::{drop_schema, postgres_test_config};
-use lab_store::{Backend, Db, DbConfig, Migration, StoreError, is_unique_violation, now_ms};
-use sqlx::Row;
+use lab_store::{Backend, Db, DbConfig, DbError, Migration, StoreError, Tx, now_ms, query};
 
 const MIGRATIONS: &[Migration] = &[
     Migration::common(
@@ -34,22 +34,30 @@ fn sqlite_config(dir: &std::path::Path) -> DbConfig {
     }
 }
 
-async fn insert_item(db: &Db, id: &str, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, $2, $3, $4)")
+async fn insert_item(db: &Db, id: &str, name: &str) -> Result<(), DbError> {
+    query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(name)
         .bind(3_i64)
         .bind(now_ms())
-        .execute(db.pool())
+        .execute(db)
         .await
         .map(|_| ())
 }
 
 async fn applied_versions(db: &Db) -> Vec<i64> {
-    sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-        .fetch_all(db.pool())
+    query("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(db)
         .await
         .unwrap()
+        .iter()
+        .map(|r| r.try_get(0usize).unwrap())
+        .collect()
+}
+
+/// The first column of the one row `q` returns.
+async fn scalar<'a, T: FromValue>(q: lab_store::query::Query, on: impl Into<On<'a>>) -> T {
+    q.fetch_one(on).await.unwrap().try_get(0usize).unwrap()
 }
 
 // ---- bodies shared by both backends ----
@@ -58,9 +66,9 @@ async fn migrations_run_once_and_reconnect_is_fine(cfg: &DbConfig) {
     let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
     assert_eq!(applied_versions(&db).await, [1, 2]);
     insert_item(&db, "a", "apple").await.unwrap();
-    sqlx::query("INSERT INTO events (body) VALUES ($1)")
+    query("INSERT INTO events (body) VALUES ($1)")
         .bind("hello")
-        .execute(db.pool())
+        .execute(&db)
         .await
         .unwrap();
     db.close().await;
@@ -68,10 +76,7 @@ async fn migrations_run_once_and_reconnect_is_fine(cfg: &DbConfig) {
     // Same migrations again: nothing re-runs, data survives.
     let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
     assert_eq!(applied_versions(&db).await, [1, 2]);
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let count: i64 = scalar(query("SELECT COUNT(*) FROM items"), &db).await;
     assert_eq!(count, 1);
     db.close().await;
 
@@ -80,9 +85,9 @@ async fn migrations_run_once_and_reconnect_is_fine(cfg: &DbConfig) {
     more.push(MORE);
     let db = Db::connect(cfg, &more).await.unwrap();
     assert_eq!(applied_versions(&db).await, [1, 2, 3]);
-    sqlx::query("INSERT INTO notes (id) VALUES ($1)")
+    query("INSERT INTO notes (id) VALUES ($1)")
         .bind("n1")
-        .execute(db.pool())
+        .execute(&db)
         .await
         .unwrap();
     db.close().await;
@@ -103,22 +108,22 @@ async fn migrations_run_once_and_reconnect_is_fine(cfg: &DbConfig) {
 async fn placeholders_bind_by_number(cfg: &DbConfig) {
     let db = Db::connect(cfg, MIGRATIONS).await.unwrap();
     // $2 appears before $1, and $1 twice.
-    sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($2, $1, $3, $3)")
+    query("INSERT INTO items (id, name, qty, created_ms) VALUES ($2, $1, $3, $3)")
         .bind("the-name")
         .bind("the-id")
         .bind(42_i64)
-        .execute(db.pool())
+        .execute(&db)
         .await
         .unwrap();
-    let row = sqlx::query("SELECT id, name, qty FROM items WHERE name = $1 AND id = $2")
+    let row = query("SELECT id, name, qty FROM items WHERE name = $1 AND id = $2")
         .bind("the-name")
         .bind("the-id")
-        .fetch_one(db.pool())
+        .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(row.get::<String, _>("id"), "the-id");
-    assert_eq!(row.get::<String, _>("name"), "the-name");
-    assert_eq!(row.get::<i64, _>("qty"), 42);
+    assert_eq!(row.try_get::<String, _>("id").unwrap(), "the-id");
+    assert_eq!(row.try_get::<String, _>("name").unwrap(), "the-name");
+    assert_eq!(row.try_get::<i64, _>("qty").unwrap(), 42);
     db.close().await;
 }
 
@@ -127,39 +132,35 @@ async fn unique_violation_is_detected(cfg: &DbConfig) {
     insert_item(&db, "dup", "x").await.unwrap();
     let err = insert_item(&db, "dup", "y").await.unwrap_err();
     assert!(
-        is_unique_violation(&err),
+        err.is_unique_violation(),
         "not seen as a unique violation: {err}"
     );
 
     // Other errors are not.
-    let not_null =
-        sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, NULL, 1, 1)")
-            .bind("nn")
-            .execute(db.pool())
-            .await
-            .unwrap_err();
-    assert!(!is_unique_violation(&not_null), "{not_null}");
-    let missing = sqlx::query("SELECT * FROM no_such_table")
-        .execute(db.pool())
+    let not_null = query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, NULL, 1, 1)")
+        .bind("nn")
+        .execute(&db)
         .await
         .unwrap_err();
-    assert!(!is_unique_violation(&missing), "{missing}");
+    assert!(!not_null.is_unique_violation(), "{not_null}");
+    let missing = query("SELECT * FROM no_such_table")
+        .execute(&db)
+        .await
+        .unwrap_err();
+    assert!(!missing.is_unique_violation(), "{missing}");
 
     // The failed insert did not poison the pool; a transaction still works.
-    let mut tx = db.pool().begin().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     let err = insert_item_tx(&mut tx, "dup").await.unwrap_err();
-    assert!(is_unique_violation(&err));
+    assert!(err.is_unique_violation());
     tx.rollback().await.unwrap();
     db.close().await;
 }
 
-async fn insert_item_tx(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, 'n', 1, 1)")
+async fn insert_item_tx(tx: &mut Tx, id: &str) -> Result<(), DbError> {
+    query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, 'n', 1, 1)")
         .bind(id)
-        .execute(&mut **tx)
+        .execute(tx)
         .await
         .map(|_| ())
 }
@@ -171,13 +172,13 @@ async fn concurrent_write_transactions_succeed(cfg: &DbConfig) {
         .map(|i| {
             let db = db.clone();
             tokio::spawn(async move {
-                let mut tx = db.pool().begin().await?;
+                let mut tx = db.begin().await?;
                 for j in 0..5 {
                     insert_item_tx(&mut tx, &format!("w{i}-{j}")).await?;
                 }
-                sqlx::query("UPDATE items SET qty = qty + 1 WHERE id = $1")
+                query("UPDATE items SET qty = qty + 1 WHERE id = $1")
                     .bind(format!("w{i}-0"))
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                 tx.commit().await
             })
@@ -186,10 +187,7 @@ async fn concurrent_write_transactions_succeed(cfg: &DbConfig) {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let count: i64 = scalar(query("SELECT COUNT(*) FROM items"), &db).await;
     assert_eq!(count, 80);
     db.close().await;
 }
@@ -230,44 +228,86 @@ async fn sqlite_has_one_connection_in_wal_mode_with_busy_timeout_and_foreign_key
         .await
         .unwrap();
     assert_eq!(db.backend(), Backend::Sqlite);
-    let mut conn = db.pool().acquire().await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let fks: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+    let mode: String = scalar(query("PRAGMA journal_mode"), &db).await;
+    let timeout: i64 = scalar(query("PRAGMA busy_timeout"), &db).await;
+    let sync: i64 = scalar(query("PRAGMA synchronous"), &db).await;
+    let fks: i64 = scalar(query("PRAGMA foreign_keys"), &db).await;
     assert_eq!((mode.as_str(), timeout, sync, fks), ("wal", 5000, 1, 1));
 
-    // One connection per file, whatever the config asks for (4 here): a second caller
-    // queues in the pool until the first gives its connection back.
-    assert_eq!(db.pool().options().get_max_connections(), 1);
+    // One connection per file, whatever the config asks for (4 here): while a transaction
+    // holds it, another caller's statement waits for it.
+    let tx = db.begin().await.unwrap();
     let waiting = tokio::spawn({
         let db = db.clone();
         async move {
             let started = std::time::Instant::now();
-            let _second = db.pool().acquire().await.unwrap();
+            insert_item(&db, "late", "waited").await.unwrap();
             started.elapsed()
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(!waiting.is_finished(), "a second connection was handed out");
-    drop(conn);
+    assert!(
+        !waiting.is_finished(),
+        "a statement ran beside an open transaction"
+    );
+    tx.commit().await.unwrap();
     let waited = waiting.await.unwrap();
     assert!(
         waited >= std::time::Duration::from_millis(150),
         "{waited:?}"
     );
+}
+
+#[tokio::test]
+async fn sqlite_dropped_transaction_rolls_back_and_frees_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
+        .await
+        .unwrap();
+    {
+        let mut tx = db.begin().await.unwrap();
+        insert_item_tx(&mut tx, "gone").await.unwrap();
+        // Dropped here: a cancelled request handler does the same.
+    }
+    insert_item(&db, "kept", "k").await.unwrap();
+    let ids: Vec<String> = query("SELECT id FROM items ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("id").unwrap())
+        .collect();
+    assert_eq!(ids, ["kept"]);
+}
+
+#[tokio::test]
+async fn sqlite_reports_missing_columns_and_wrong_types_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
+        .await
+        .unwrap();
+    insert_item(&db, "a", "apple").await.unwrap();
+    let row = query("SELECT id, qty FROM items")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let missing = row.try_get::<String, _>("nope").unwrap_err().to_string();
+    assert!(
+        missing.contains("\"nope\"") && missing.contains("id, qty"),
+        "{missing}"
+    );
+    let wrong = row.try_get::<String, _>("qty").unwrap_err().to_string();
+    assert!(
+        wrong.contains("\"qty\"") && wrong.contains("integer"),
+        "{wrong}"
+    );
+    let unbound = query("SELECT id FROM items WHERE id = $2")
+        .bind("a")
+        .fetch_all(&db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(unbound.contains("$2"), "{unbound}");
 }
 
 #[tokio::test]
@@ -325,14 +365,15 @@ async fn postgres_migrates_once_into_its_schema() {
         let db = Db::connect(&cfg, MIGRATIONS).await.unwrap();
         assert_eq!(db.backend(), Backend::Postgres);
         // Tables and the migrations table live in the service's schema, not in public.
-        let in_schema: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.tables
+        let in_schema: i64 = scalar(
+            query(
+                "SELECT COUNT(*) FROM information_schema.tables
              WHERE table_schema::text = $1 AND table_name::text IN ('items', 'events', '_sqlx_migrations')",
+            )
+            .bind(cfg.schema.clone().unwrap()),
+            &db,
         )
-        .bind(cfg.schema.clone().unwrap())
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+        .await;
         assert_eq!(in_schema, 3);
         db.close().await;
     })
@@ -376,23 +417,23 @@ async fn postgres_schemas_on_one_database_are_isolated() {
         insert_item(&db, "1", "in b").await.unwrap(); // same id, no conflict
         insert_item(&db, "2", "also in b").await.unwrap();
         let names = |d: Db| async move {
-            sqlx::query_scalar::<_, String>("SELECT name FROM items ORDER BY id")
-                .fetch_all(d.pool())
+            query("SELECT name FROM items ORDER BY id")
+                .fetch_all(&d)
                 .await
                 .unwrap()
+                .iter()
+                .map(|r| r.try_get::<String, _>(0usize).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(names(da.clone()).await, ["in a"]);
         assert_eq!(names(db.clone()).await, ["in b", "also in b"]);
         // Every pooled connection, not just the first, uses its schema.
         let mut held = Vec::new();
         for _ in 0..5 {
-            let mut conn = da.pool().acquire().await.unwrap();
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
+            let mut tx = da.begin().await.unwrap();
+            let n: i64 = scalar(query("SELECT COUNT(*) FROM items"), &mut tx).await;
             assert_eq!(n, 1);
-            held.push(conn);
+            held.push(tx);
         }
     })
     .await;

@@ -231,11 +231,11 @@ pub fn unique_key(tag: &str) -> String {
 
 /// The one number `sql` selects, with `$1` bound to `bind`.
 pub async fn count(db: &lab_store::Db, sql: &'static str, bind: &str) -> i64 {
-    use sqlx::Row;
-    sqlx::query(sql)
+    lab_store::query(sql)
         .bind(bind.to_string())
-        .fetch_one(db.pool())
+        .fetch_one(db)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get::<i64, _>(0)
+        .try_get::<i64, _>(0usize)
+        .unwrap()
 }

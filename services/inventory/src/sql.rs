@@ -44,17 +44,19 @@ pub const MIGRATIONS: &[Migration] = &[Migration::common(
 /// first statement (SQLite) and a duplicate order id is detected at once.
 pub const INSERT_RESERVATION: &str =
     "INSERT INTO reservations (order_id, reservation_id, total_minor, status, created_at_ms)
-     VALUES ($1, $2, 0, 'OPEN', $3) ON CONFLICT (order_id) DO NOTHING";
+     VALUES ($1, $2, $4, 'OPEN', $3) ON CONFLICT (order_id) DO NOTHING";
 pub const SELECT_RESERVATION: &str =
     "SELECT reservation_id, total_minor, status FROM reservations WHERE order_id = $1";
-/// Takes the product's row lock until commit.
+/// The price a reservation is charged at (read without a lock; TAKE_STOCK checks it).
+pub const PRICE: &str = "SELECT price_minor, currency FROM products WHERE product_id = $1";
+/// Takes the product's row lock until commit; nothing when too few are available or the
+/// price is no longer `$3`.
 pub const TAKE_STOCK: &str =
     "UPDATE products SET available = available - $1, reserved = reserved + $1
-     WHERE product_id = $2 AND available >= $1 RETURNING price_minor, currency";
+     WHERE product_id = $2 AND available >= $1 AND price_minor = $3";
 pub const PRODUCT_EXISTS: &str = "SELECT available FROM products WHERE product_id = $1";
 pub const INSERT_ITEM: &str =
     "INSERT INTO reservation_items (order_id, product_id, quantity) VALUES ($1, $2, $3)";
-pub const SET_TOTAL: &str = "UPDATE reservations SET total_minor = $1 WHERE order_id = $2";
 /// Takes the reservation's row lock — waiting for a Reserve of the order still in flight —
 /// and returns its status; when the order has no reservation, inserts a CANCELLED one, so a
 /// Reserve arriving after its Release is refused instead of taking stock nobody releases.

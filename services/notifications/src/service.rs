@@ -9,7 +9,6 @@ use lab_runtime::{audit, errors, validate};
 use lab_store::Db;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use sqlx::Row;
 use tonic::{Request, Response, Status};
 
 use crate::sql;
@@ -69,13 +68,13 @@ impl Notifications for NotificationsService {
         {
             return Err(validate::invalid("payload_json", "is not valid JSON"));
         }
-        let row = sqlx::query(sql::DELIVER)
+        let row = lab_store::query(sql::DELIVER)
             .bind(&req.event_id)
             .bind(&req.order_id)
             .bind(&req.kind)
             .bind(&req.payload_json)
             .bind(lab_runtime::now_ms())
-            .fetch_one(self.db.pool())
+            .fetch_one(&self.db)
             .await
             .map_err(errors::db)?;
         let receipts: i64 = row.try_get("receipts").map_err(errors::db)?;
@@ -104,16 +103,16 @@ impl Notifications for NotificationsService {
             }
         };
         let rows = if req.order_id.is_empty() {
-            sqlx::query(sql::LIST_ALL)
+            lab_store::query(sql::LIST_ALL)
                 .bind(limit)
-                .fetch_all(self.db.pool())
+                .fetch_all(&self.db)
                 .await
         } else {
             validate::id("order_id", &req.order_id, validate::MAX_KEY_LEN)?;
-            sqlx::query(sql::LIST_FOR_ORDER)
+            lab_store::query(sql::LIST_FOR_ORDER)
                 .bind(&req.order_id)
                 .bind(limit)
-                .fetch_all(self.db.pool())
+                .fetch_all(&self.db)
                 .await
         }
         .map_err(errors::db)?;
@@ -128,7 +127,7 @@ impl Notifications for NotificationsService {
                     delivered_at_ms: r.try_get("delivered_at_ms")?,
                 })
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .collect::<Result<Vec<_>, lab_store::DbError>>()
             .map_err(errors::db)?;
         Ok(Response::new(ListDeliveriesResponse { deliveries }))
     }
@@ -140,7 +139,7 @@ impl Audit for NotificationsService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        let mut snap = audit::Snapshot::new(&self.db, request.get_ref().include_ids);
         snap.columns(
             sql::COUNTERS,
             &[

@@ -2,7 +2,7 @@
 //!
 //! An event is written in the same transaction that confirms its order, so it exists if and
 //! only if the order is confirmed. The relay polls for undelivered rows, delivers them in
-//! creation order and marks each delivered after Notifications answered OK. A crash between
+//! creation order and marks them delivered after Notifications answered OK. A crash between
 //! the two means a second delivery, which Notifications deduplicates by event id: the side
 //! effect still happens once.
 //!
@@ -15,10 +15,9 @@ use lab_proto::shop::v1::DeliverRequest;
 use lab_proto::shop::v1::notifications_client::NotificationsClient;
 use lab_runtime::Shutdown;
 use lab_runtime::client::HopService;
-use lab_store::Db;
+use lab_store::{Backend, Db};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use sqlx::Row;
 use tracing::Instrument;
 
 use crate::sql;
@@ -77,12 +76,13 @@ impl Relay {
     }
 
     /// Delivers one batch. Stops at the first failure: the next poll retries from there.
-    pub async fn relay_once(&mut self) -> Result<u64, sqlx::Error> {
-        let rows = sqlx::query(sql::PENDING_EVENTS)
+    pub async fn relay_once(&mut self) -> Result<u64, lab_store::DbError> {
+        let rows = lab_store::query(sql::PENDING_EVENTS)
             .bind(BATCH)
-            .fetch_all(self.db.pool())
+            .fetch_all(&self.db)
             .await?;
-        let mut delivered = 0;
+        let mut delivered = Vec::new();
+        let mut failed = None;
         for row in rows {
             let event_id: String = row.try_get("event_id")?;
             let traceparent: Option<String> = row.try_get("traceparent")?;
@@ -98,37 +98,49 @@ impl Relay {
                 tokio::time::timeout(DELIVER_TIMEOUT, self.notifications.deliver(request))
                     .instrument(span.clone())
                     .await;
-            if let Ok(Err(status)) = &outcome {
-                span.record("otel.status_code", "error");
-                span.record("error.message", status.message());
-            }
             match outcome {
-                Ok(Ok(_)) => {
-                    sqlx::query(sql::MARK_DELIVERED)
-                        .bind(&event_id)
-                        .bind(lab_runtime::now_ms())
-                        .execute(self.db.pool())
-                        .await?;
-                    self.delivered.inc();
-                    delivered += 1;
+                Ok(Ok(_)) => delivered.push(event_id),
+                Ok(Err(status)) => {
+                    span.record("otel.status_code", "error");
+                    span.record("error.message", status.message());
+                    failed = Some((
+                        event_id,
+                        format!("{:?}: {}", status.code(), status.message()),
+                    ));
+                    break;
                 }
-                failed => {
-                    let error = match failed {
-                        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
-                        _ => "timed out".to_string(),
-                    };
-                    self.failures.inc();
-                    sqlx::query(sql::MARK_FAILED_ATTEMPT)
-                        .bind(&event_id)
-                        .bind(&error)
-                        .execute(self.db.pool())
-                        .await?;
-                    tracing::debug!(event_id, "outbox delivery failed: {error}");
+                Err(_) => {
+                    failed = Some((event_id, "timed out".to_string()));
                     break;
                 }
             }
         }
-        Ok(delivered)
+        // The batch's deliveries are marked in one statement (one commit, not one per
+        // event); a crash before it means those events are delivered again, which the
+        // at-least-once contract above already allows.
+        let count = delivered.len() as u64;
+        if !delivered.is_empty() {
+            let mark = match self.db.backend() {
+                Backend::Sqlite => sql::MARK_DELIVERED_SQLITE,
+                Backend::Postgres => sql::MARK_DELIVERED_PG,
+            };
+            lab_store::query(mark)
+                .bind(serde_json::to_string(&delivered).unwrap_or_default())
+                .bind(lab_runtime::now_ms())
+                .execute(&self.db)
+                .await?;
+            self.delivered.inc_by(count);
+        }
+        if let Some((event_id, error)) = failed {
+            self.failures.inc();
+            lab_store::query(sql::MARK_FAILED_ATTEMPT)
+                .bind(&event_id)
+                .bind(&error)
+                .execute(&self.db)
+                .await?;
+            tracing::debug!(event_id, "outbox delivery failed: {error}");
+        }
+        Ok(count)
     }
 }
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 use lab_runtime::Shutdown;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use sqlx::Row;
 use tokio::time::Instant;
 
 use crate::saga::{Driver, Saga, Start};
@@ -59,20 +58,20 @@ impl Recovery {
 
     /// Writes this process's first heartbeat (before it accepts requests) and forgets
     /// drivers dead for a day.
-    pub async fn start(&self) -> Result<(), sqlx::Error> {
+    pub async fn start(&self) -> Result<(), lab_store::DbError> {
         let now = lab_runtime::now_ms();
-        sqlx::query(sql::FORGET_DEAD_DRIVERS)
+        lab_store::query(sql::FORGET_DEAD_DRIVERS)
             .bind(now - FORGET_AFTER.as_millis() as i64)
-            .execute(self.driver.db().pool())
+            .execute(self.driver.db())
             .await?;
         self.heartbeat().await
     }
 
-    async fn heartbeat(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(sql::HEARTBEAT)
+    async fn heartbeat(&self) -> Result<(), lab_store::DbError> {
+        lab_store::query(sql::HEARTBEAT)
             .bind(self.driver.id())
             .bind(lab_runtime::now_ms() + ALIVE_FOR.as_millis() as i64)
-            .execute(self.driver.db().pool())
+            .execute(self.driver.db())
             .await
             .map(|_| ())
     }
@@ -102,9 +101,9 @@ impl Recovery {
     /// Deletes this process's heartbeat, so the next process recovers what is left at
     /// once: call when nothing is driven here any more.
     pub async fn retire(&self) {
-        if let Err(e) = sqlx::query(sql::RETIRE_DRIVER)
+        if let Err(e) = lab_store::query(sql::RETIRE_DRIVER)
             .bind(self.driver.id())
-            .execute(self.driver.db().pool())
+            .execute(self.driver.db())
             .await
         {
             tracing::warn!("could not retire the saga driver: {e}");
@@ -113,10 +112,10 @@ impl Recovery {
 
     /// Takes over the recoverable sagas due now and drives each on a task of its own.
     /// Returns how many it took.
-    pub async fn recover_once(&self) -> Result<usize, sqlx::Error> {
+    pub async fn recover_once(&self) -> Result<usize, lab_store::DbError> {
         let now = lab_runtime::now_ms();
-        let db = self.driver.db().pool();
-        let candidates = sqlx::query(sql::RECOVERABLE)
+        let db = self.driver.db();
+        let candidates = lab_store::query(sql::RECOVERABLE)
             .bind(now)
             .bind(self.driver.id())
             .bind(BATCH)
@@ -130,17 +129,17 @@ impl Recovery {
             let Some(registration) = self.driver.register(&order_id) else {
                 continue;
             };
-            let took = sqlx::query(sql::TAKE_OVER)
+            let took = lab_store::query(sql::TAKE_OVER)
                 .bind(&order_id)
                 .bind(self.driver.id())
                 .bind(&previous)
                 .bind(lab_runtime::now_ms())
                 .execute(db)
                 .await?;
-            if took.rows_affected() == 0 {
+            if took == 0 {
                 continue; // another process took it first, or it finished
             }
-            let Some(row) = sqlx::query(sql::GET_ORDER)
+            let Some(row) = lab_store::query(sql::GET_ORDER)
                 .bind(&order_id)
                 .fetch_optional(db)
                 .await?

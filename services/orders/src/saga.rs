@@ -32,14 +32,12 @@ use lab_proto::shop::v1::{
     ReleaseRequest, ReserveRequest,
 };
 use lab_runtime::{deadline, errors};
-use lab_store::{Claimed, Db, Fingerprint, Idempotency};
+use lab_store::{Backend, Claimed, Db, Fingerprint, Idempotency, Row};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tonic::{Code, Status};
@@ -163,7 +161,7 @@ impl Saga {
     }
 
     /// Reads a row selected with the saga columns (`sql::GET_ORDER`, `sql::SAGA_BY_KEY`).
-    pub fn from_row(row: &AnyRow) -> Result<Saga, Status> {
+    pub fn from_row(row: &Row) -> Result<Saga, Status> {
         let items: Vec<StoredItem> =
             serde_json::from_str(&row.try_get::<String, _>("items_json").map_err(errors::db)?)
                 .map_err(|e| Status::internal(format!("stored items are malformed: {e}")))?;
@@ -516,7 +514,7 @@ impl Driver {
                         Ok(answer) => {
                             let total = answer.into_inner().total.unwrap_or_default();
                             self.transition(
-                                sqlx::query(sql::MARK_RESERVED)
+                                lab_store::query(sql::MARK_RESERVED)
                                     .bind(&saga.order_id)
                                     .bind(&self.inner.id)
                                     .bind(total.minor_units)
@@ -574,7 +572,7 @@ impl Driver {
                         .await
                         .map_err(|s| errors::downstream("inventory release", &s))?;
                     self.transition(
-                        sqlx::query(sql::MARK_FAILED)
+                        lab_store::query(sql::MARK_FAILED)
                             .bind(&saga.order_id)
                             .bind(&self.inner.id)
                             .bind(lab_runtime::now_ms()),
@@ -605,16 +603,9 @@ impl Driver {
     }
 
     /// Runs one fenced transition; an error when the saga is no longer this driver's.
-    async fn transition(
-        &self,
-        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
-        saga: &Saga,
-    ) -> Result<(), Status> {
-        let done = query
-            .execute(self.inner.db.pool())
-            .await
-            .map_err(errors::db)?;
-        fenced(done.rows_affected(), saga)
+    async fn transition(&self, query: lab_store::query::Query, saga: &Saga) -> Result<(), Status> {
+        let done = query.execute(&self.inner.db).await.map_err(errors::db)?;
+        fenced(done, saga)
     }
 
     async fn start_compensation(
@@ -624,7 +615,7 @@ impl Driver {
         refund_needed: bool,
     ) -> Result<(), Status> {
         self.transition(
-            sqlx::query(sql::START_COMPENSATION)
+            lab_store::query(sql::START_COMPENSATION)
                 .bind(&saga.order_id)
                 .bind(&self.inner.id)
                 .bind(failure.message())
@@ -640,33 +631,47 @@ impl Driver {
         Ok(())
     }
 
-    /// RESERVED -> CONFIRMED with the charge id, and the outbox row, in one transaction.
+    /// RESERVED -> CONFIRMED with the charge id, and the outbox row, atomically.
     async fn confirm(&self, saga: &Saga, charge_id: &str) -> Result<(), Status> {
         let now = lab_runtime::now_ms();
-        let mut tx = self.inner.db.pool().begin().await.map_err(errors::db)?;
-        let done = sqlx::query(sql::CONFIRM)
-            .bind(&saga.order_id)
-            .bind(&self.inner.id)
-            .bind(charge_id)
-            .bind(now)
-            .execute(&mut *tx)
+        let db = &self.inner.db;
+        let confirm = |sql| {
+            lab_store::query(sql)
+                .bind(&saga.order_id)
+                .bind(&self.inner.id)
+                .bind(charge_id)
+                .bind(now)
+        };
+        if !self.inner.outbox {
+            return self.transition(confirm(sql::CONFIRM), saga).await;
+        }
+        let event = confirmed_event(saga);
+        // The request's span: the relay's delivery becomes its child.
+        let traceparent = lab_runtime::telemetry::current_traceparent();
+        if db.backend() == Backend::Postgres {
+            let confirmed = confirm(sql::CONFIRM_WITH_EVENT_PG)
+                .bind(event.event_id)
+                .bind(event.kind)
+                .bind(event.payload_json)
+                .bind(traceparent);
+            return self.transition(confirmed, saga).await;
+        }
+        let mut tx = db.begin().await.map_err(errors::db)?;
+        let done = confirm(sql::CONFIRM)
+            .execute(&mut tx)
             .await
             .map_err(errors::db)?;
-        fenced(done.rows_affected(), saga)?;
-        if self.inner.outbox {
-            let event = confirmed_event(saga);
-            sqlx::query(sql::INSERT_OUTBOX)
-                .bind(&event.event_id)
-                .bind(&event.order_id)
-                .bind(&event.kind)
-                .bind(&event.payload_json)
-                .bind(now)
-                // The request's span: the relay's delivery becomes its child.
-                .bind(lab_runtime::telemetry::current_traceparent())
-                .execute(&mut *tx)
-                .await
-                .map_err(errors::db)?;
-        }
+        fenced(done, saga)?;
+        lab_store::query(sql::INSERT_OUTBOX)
+            .bind(event.event_id)
+            .bind(event.order_id)
+            .bind(event.kind)
+            .bind(event.payload_json)
+            .bind(now)
+            .bind(traceparent)
+            .execute(&mut tx)
+            .await
+            .map_err(errors::db)?;
         tx.commit().await.map_err(errors::db)
     }
 
@@ -693,11 +698,11 @@ impl Driver {
     /// Lets the recovery worker retry later, with a backoff that grows with the attempts.
     async fn defer(&self, saga: &Saga) {
         let next = lab_runtime::now_ms() + backoff(saga.recovery_attempts).as_millis() as i64;
-        if let Err(e) = sqlx::query(sql::DEFER)
+        if let Err(e) = lab_store::query(sql::DEFER)
             .bind(&saga.order_id)
             .bind(&self.inner.id)
             .bind(next)
-            .execute(self.inner.db.pool())
+            .execute(&self.inner.db)
             .await
         {
             tracing::warn!(order_id = saga.order_id, "could not defer the saga: {e}");

@@ -83,9 +83,9 @@ impl OrdersService {
     }
 
     async fn load(&self, sql: &'static str, id: &str) -> Result<Option<Saga>, Status> {
-        sqlx::query(sql)
+        lab_store::query(sql)
             .bind(id)
-            .fetch_optional(self.db().pool())
+            .fetch_optional(self.db())
             .await
             .map_err(errors::db)?
             .map(|row| Saga::from_row(&row))
@@ -94,7 +94,7 @@ impl OrdersService {
 
     /// Stores a new saga; false when its key already has one.
     async fn insert(&self, saga: &Saga) -> Result<bool, Status> {
-        let done = sqlx::query(sql::INSERT_SAGA)
+        let done = lab_store::query(sql::INSERT_SAGA)
             .bind(&saga.order_id)
             .bind(&saga.key)
             .bind(saga.deduplicated.then_some(saga.key.as_str()))
@@ -102,10 +102,10 @@ impl OrdersService {
             .bind(saga.items_json())
             .bind(self.driver.id())
             .bind(saga.created_at_ms)
-            .execute(self.db().pool())
+            .execute(self.db())
             .await
             .map_err(errors::db)?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Places a validated order and waits for its answer. `budget`: the incoming deadline
@@ -337,7 +337,7 @@ impl Audit for OrdersService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let mut snap = audit::Snapshot::new(self.db().pool(), request.get_ref().include_ids);
+        let mut snap = audit::Snapshot::new(self.db(), request.get_ref().include_ids);
         let overdue_before = lab_runtime::now_ms() - self.overdue_after.as_millis() as i64;
         snap.by_status(
             sql::COUNT_BY_STATUS,

@@ -83,6 +83,15 @@ pub const MARK_RESERVED: &str = "UPDATE orders
 pub const CONFIRM: &str = "UPDATE orders
     SET status = 'CONFIRMED', charge_id = $3, updated_at_ms = $4
     WHERE order_id = $1 AND driver = $2 AND status = 'RESERVED'";
+/// Postgres: CONFIRM and the outbox row in one statement (one round trip instead of four
+/// with BEGIN and COMMIT); inserts nothing when the confirmation is fenced off. SQLite has
+/// no UPDATE in a WITH clause: there the two run in a transaction, in-process.
+pub const CONFIRM_WITH_EVENT_PG: &str = "WITH confirmed AS (
+        UPDATE orders SET status = 'CONFIRMED', charge_id = $3, updated_at_ms = $4
+        WHERE order_id = $1 AND driver = $2 AND status = 'RESERVED'
+        RETURNING order_id)
+    INSERT INTO outbox (event_id, order_id, kind, payload_json, created_at_ms, traceparent)
+    SELECT $5, order_id, $6, $7, $4, $8 FROM confirmed";
 pub const START_COMPENSATION: &str = "UPDATE orders
     SET status = 'COMPENSATING', failure_reason = $3, failure_code = $4, refund_needed = $5,
         updated_at_ms = $6
@@ -126,8 +135,13 @@ pub const SAGA_BY_KEY: &str = select_saga!("WHERE dedup_key = $1");
 pub const PENDING_EVENTS: &str =
     "SELECT event_id, order_id, kind, payload_json, traceparent FROM outbox
     WHERE delivered_at_ms IS NULL ORDER BY created_at_ms, event_id LIMIT $1";
-pub const MARK_DELIVERED: &str =
-    "UPDATE outbox SET delivered_at_ms = $2, attempts = attempts + 1 WHERE event_id = $1";
+/// The events whose ids `$1` lists (a JSON array of strings) delivered at `$2`.
+pub const MARK_DELIVERED_SQLITE: &str = "UPDATE outbox
+    SET delivered_at_ms = $2, attempts = attempts + 1
+    WHERE event_id IN (SELECT value FROM json_each($1))";
+pub const MARK_DELIVERED_PG: &str = "UPDATE outbox
+    SET delivered_at_ms = $2, attempts = attempts + 1
+    WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb))";
 pub const MARK_FAILED_ATTEMPT: &str =
     "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1";
 pub const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) AS n FROM orders GROUP BY status";

@@ -118,7 +118,6 @@ async fn without_idempotency_every_attempt_is_its_own_saga() {
 /// payments, not only a release.
 #[tokio::test]
 async fn pending_orders_from_before_the_saga_are_recovered_as_maybe_charged() {
-    use sqlx::Row;
     let dir = tempfile::tempdir().unwrap();
     let config = lab_store::DbConfig {
         url: lab_store::sqlite_url_for(dir.path(), "orders"),
@@ -129,13 +128,13 @@ async fn pending_orders_from_before_the_saga_are_recovered_as_maybe_charged() {
     let db = lab_store::Db::connect(&config, before_the_saga)
         .await
         .unwrap();
-    sqlx::query(
+    lab_store::query(
         "INSERT INTO orders (order_id, idempotency_key, customer_id, items_json, status,
          created_at_ms, updated_at_ms)
          VALUES ('legacy-1', 'legacy-key', 'c1', '[{\"product_id\":\"sku-1\",\"quantity\":1}]',
          'PENDING', 1, 1)",
     )
-    .execute(db.pool())
+    .execute(&db)
     .await
     .unwrap();
     db.close().await;
@@ -145,16 +144,16 @@ async fn pending_orders_from_before_the_saga_are_recovered_as_maybe_charged() {
     let db = lab_store::Db::connect(&config, &[]).await.unwrap();
     let mut state = (String::new(), 0, String::new());
     for _ in 0..100 {
-        let row = sqlx::query(
+        let row = lab_store::query(
             "SELECT status, refund_needed, failure_reason FROM orders WHERE order_id = 'legacy-1'",
         )
-        .fetch_one(db.pool())
+        .fetch_one(&db)
         .await
         .unwrap();
         state = (
-            row.get("status"),
-            row.get::<i64, _>("refund_needed"),
-            row.get("failure_reason"),
+            row.try_get("status").unwrap(),
+            row.try_get::<i64, _>("refund_needed").unwrap(),
+            row.try_get("failure_reason").unwrap(),
         );
         if state.0 == "COMPENSATING" {
             break;

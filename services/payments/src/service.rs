@@ -15,7 +15,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use sqlx::Row;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -162,12 +161,12 @@ impl PaymentsService {
         }
         let after_deadline = deadline.is_some_and(|d| Instant::now() > d);
         let charge_id = uuid::Uuid::now_v7().to_string();
-        let mut tx = self.db.pool().begin().await.map_err(errors::db)?;
+        let mut tx = self.db.begin().await.map_err(errors::db)?;
         // The order's row lock: a void of this order waits for this charge, or this charge
         // sees the void.
-        let voided: Option<i64> = sqlx::query(sql::LOCK_ORDER)
+        let voided: Option<i64> = lab_store::query(sql::LOCK_ORDER)
             .bind(&req.order_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await
             .and_then(|row| row.try_get("voided_at_ms"))
             .map_err(errors::db)?;
@@ -179,7 +178,7 @@ impl PaymentsService {
                 req.order_id
             )));
         }
-        let written = sqlx::query(sql::INSERT_CHARGE)
+        let written = lab_store::query(sql::INSERT_CHARGE)
             .bind(&charge_id)
             .bind(&req.order_id)
             .bind(&req.idempotency_key)
@@ -188,10 +187,10 @@ impl PaymentsService {
             .bind(&amount.currency)
             .bind(i64::from(after_deadline))
             .bind(lab_runtime::now_ms())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(errors::db)?;
-        if written.rows_affected() == 1 {
+        if written == 1 {
             tx.commit().await.map_err(errors::db)?;
             self.metrics.charges.inc();
             if after_deadline {
@@ -199,9 +198,9 @@ impl PaymentsService {
             }
             return Ok(Ledger::Charged(charge_id));
         }
-        let row = sqlx::query(sql::CHARGE_BY_KEY)
+        let row = lab_store::query(sql::CHARGE_BY_KEY)
             .bind(dedup_key)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await
             .map_err(errors::db)?;
         let first = fingerprint(
@@ -220,9 +219,9 @@ impl PaymentsService {
 
     /// Whether the ledger holds `charge_id` (refunded: an error).
     async fn ledger_has(&self, key: &str, charge_id: &str) -> Result<bool, Status> {
-        let row = sqlx::query(sql::GET_CHARGE)
+        let row = lab_store::query(sql::GET_CHARGE)
             .bind(charge_id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&self.db)
             .await
             .map_err(errors::db)?;
         match row {
@@ -398,9 +397,9 @@ impl Payments for PaymentsService {
     ) -> Result<Response<ChargeRecord>, Status> {
         let req = request.into_inner();
         validate::id("charge_id", &req.charge_id, validate::MAX_KEY_LEN)?;
-        let row = sqlx::query(sql::GET_CHARGE)
+        let row = lab_store::query(sql::GET_CHARGE)
             .bind(&req.charge_id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&self.db)
             .await
             .map_err(errors::db)?
             .ok_or_else(|| {
@@ -422,19 +421,19 @@ impl Payments for PaymentsService {
 impl PaymentsService {
     async fn refund_charge(&self, charge_id: String) -> Result<RefundResponse, Status> {
         validate::id("charge_id", &charge_id, validate::MAX_KEY_LEN)?;
-        let done = sqlx::query(sql::REFUND)
+        let done = lab_store::query(sql::REFUND)
             .bind(&charge_id)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await
             .map_err(errors::db)?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             // Either unknown, or already refunded.
             self.get_charge(Request::new(GetChargeRequest { charge_id }))
                 .await?;
         }
         Ok(RefundResponse {
-            refunded: done.rows_affected() == 1,
-            charges_refunded: done.rows_affected() as i64,
+            refunded: done == 1,
+            charges_refunded: done as i64,
         })
     }
 
@@ -442,19 +441,18 @@ impl PaymentsService {
     /// holds the order's row lock (a charge being written waits, or is seen).
     async fn void_order(&self, order_id: &str) -> Result<RefundResponse, Status> {
         validate::id("order_id", order_id, validate::MAX_KEY_LEN)?;
-        let mut tx = self.db.pool().begin().await.map_err(errors::db)?;
-        sqlx::query(sql::VOID_ORDER)
+        let mut tx = self.db.begin().await.map_err(errors::db)?;
+        lab_store::query(sql::VOID_ORDER)
             .bind(order_id)
             .bind(lab_runtime::now_ms())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(errors::db)?;
-        let refunded = sqlx::query(sql::REFUND_ORDER)
+        let refunded = lab_store::query(sql::REFUND_ORDER)
             .bind(order_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
-            .map_err(errors::db)?
-            .rows_affected();
+            .map_err(errors::db)?;
         tx.commit().await.map_err(errors::db)?;
         Ok(RefundResponse {
             refunded: refunded > 0,
@@ -469,7 +467,7 @@ impl Audit for PaymentsService {
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        let mut snap = audit::Snapshot::new(self.db.pool(), request.get_ref().include_ids);
+        let mut snap = audit::Snapshot::new(&self.db, request.get_ref().include_ids);
         snap.columns(
             sql::COUNTERS,
             &[
