@@ -2,9 +2,10 @@
 //! measured in the same run.
 //!
 //! `cargo bench -p frlab --bench chain` (or `make bench`). Each chain gets the same closed-loop
-//! load (CONCURRENCY callers, unique idempotency keys) for MEASURE after WARMUP; printed are
-//! throughput, p50 and p99, and each as a ratio to the bare chain; the bench fails (exit 1)
-//! if any chain returned an error, warm-up included. Payments' modelled service
+//! load (CONCURRENCY callers, unique idempotency keys) for MEASURE after WARMUP, in ROUNDS
+//! rounds; printed are throughput, p50 and p99, each as a ratio to the bare chain of the same
+//! round, and the median ratio per chain with its goal; the bench fails (exit 1) if any chain
+//! returned an error, warm-up included. Payments' modelled service
 //! time is set to zero so the ratio shows what our code (validation, storage, idempotency,
 //! outbox, metrics) costs over the tonic plumbing alone.
 //!
@@ -73,6 +74,10 @@ use tonic::{Request, Response, Status};
 const CONCURRENCY: usize = 16;
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
+/// Each chain is measured this many times, the three in turn, and ratios are taken within
+/// a round: bare tonic's own throughput moved between 2 300 and 4 200 orders/s from one
+/// run to the next here.
+const ROUNDS: usize = 3;
 
 struct BareGateway(OrdersClient<Channel>);
 struct BareOrders(InventoryClient<Channel>, PaymentsClient<Channel>);
@@ -312,9 +317,9 @@ async fn measure(gateway: Channel) -> Measured {
     }
 }
 
-fn row(name: &str, m: &Measured, bare: &Measured) {
+fn row(name: &str, round: usize, m: &Measured, bare: &Measured) {
     println!(
-        "{name:<22} {:>9.0} {:>8.2} {:>8.2} {:>7}   {:>6.3} {:>6.2} {:>6.2}",
+        "{name:<22} {round:>5} {:>9.0} {:>8.2} {:>8.2} {:>7}   {:>6.3} {:>6.2} {:>6.2}",
         m.throughput,
         m.p50.as_secs_f64() * 1e3,
         m.p99.as_secs_f64() * 1e3,
@@ -323,6 +328,19 @@ fn row(name: &str, m: &Measured, bare: &Measured) {
         m.p50.as_secs_f64() / bare.p50.as_secs_f64(),
         m.p99.as_secs_f64() / bare.p99.as_secs_f64(),
     );
+}
+
+/// One chain's measurement in every round.
+struct Chain {
+    name: &'static str,
+    /// The throughput ratio to the bare chain the goal asks for, if any.
+    goal: Option<f64>,
+    rounds: Vec<Measured>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn main() {
@@ -340,42 +358,89 @@ fn main() {
             "10000",
         ];
         println!(
-            "PlaceOrder, {CONCURRENCY} closed-loop callers, {}s after {}s warm-up, {} cores",
+            "PlaceOrder, {CONCURRENCY} closed-loop callers, {}s after {}s warm-up, {} cores, \
+             {ROUNDS} rounds (bare, SQLite, Postgres in turn; a fresh stack each time)",
             MEASURE.as_secs(),
             WARMUP.as_secs(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        let bare = measure(bare_chain().await).await;
-        let embedded_stack = Stack::start_with(Backend::Embedded, &zero_service_time).await;
-        let embedded = measure(embedded_stack.gateway.channel()).await;
-        embedded_stack.stop().await;
-        let pg_stack = Stack::start_with(Backend::PostgresRedis, &zero_service_time).await;
-        let postgres = measure(pg_stack.gateway.channel()).await;
-        pg_stack.stop().await;
-        println!();
+        let mut chains = [
+            Chain {
+                name: "bare tonic",
+                goal: None,
+                rounds: Vec::new(),
+            },
+            Chain {
+                name: "lab, SQLite + memory",
+                goal: Some(0.5),
+                rounds: Vec::new(),
+            },
+            Chain {
+                name: "lab, Postgres + Redis",
+                goal: Some(0.3),
+                rounds: Vec::new(),
+            },
+        ];
+        let bare = bare_chain().await;
+        for round in 1..=ROUNDS {
+            eprintln!("round {round}/{ROUNDS}");
+            chains[0].rounds.push(measure(bare.clone()).await);
+            for (chain, backend) in chains[1..]
+                .iter_mut()
+                .zip([Backend::Embedded, Backend::PostgresRedis])
+            {
+                let stack = Stack::start_with(backend, &zero_service_time).await;
+                chain.rounds.push(measure(stack.gateway.channel()).await);
+                stack.stop().await;
+            }
+        }
         println!(
-            "{:<22} {:>9} {:>8} {:>8} {:>7}   {:>6} {:>6} {:>6}",
-            "chain", "req/s", "p50 ms", "p99 ms", "errors", "x tput", "x p50", "x p99"
+            "\n{:<22} {:>5} {:>9} {:>8} {:>8} {:>7}   {:>6} {:>6} {:>6}",
+            "chain", "round", "req/s", "p50 ms", "p99 ms", "errors", "x tput", "x p50", "x p99"
         );
-        row("bare tonic", &bare, &bare);
-        row("lab, SQLite + memory", &embedded, &bare);
-        row("lab, Postgres + Redis", &postgres, &bare);
+        for round in 0..ROUNDS {
+            for chain in &chains {
+                row(
+                    chain.name,
+                    round + 1,
+                    &chain.rounds[round],
+                    &chains[0].rounds[round],
+                );
+            }
+        }
+        // Each ratio against the bare chain of its own round (this machine's speed drifts
+        // by tens of percent between minutes); the median of the rounds is the result.
+        println!("\nmedian of the rounds' throughput ratios:");
+        for chain in &chains[1..] {
+            let ratio = median(
+                chain
+                    .rounds
+                    .iter()
+                    .zip(&chains[0].rounds)
+                    .map(|(m, bare)| m.throughput / bare.throughput)
+                    .collect(),
+            );
+            let verdict = chain.goal.map_or(String::new(), |goal| {
+                format!(
+                    " (goal >= {goal}x: {})",
+                    if ratio >= goal { "met" } else { "not met" }
+                )
+            });
+            println!("  {:<22} {ratio:.3}x{verdict}", chain.name);
+        }
         // Errors on a healthy chain are bugs, not noise.
-        let failed: Vec<String> = [
-            ("bare tonic", &bare),
-            ("SQLite + memory", &embedded),
-            ("Postgres + Redis", &postgres),
-        ]
-        .into_iter()
-        .filter(|(_, m)| m.errors > 0)
-        .map(|(name, m)| {
-            format!(
-                "{name}: {} errors, first {}",
-                m.errors,
-                m.first_error.as_deref().unwrap_or("?")
-            )
-        })
-        .collect();
+        let failed: Vec<String> = chains
+            .iter()
+            .flat_map(|c| c.rounds.iter().map(move |m| (c.name, m)))
+            .filter(|(_, m)| m.errors > 0)
+            .map(|(name, m)| {
+                format!(
+                    "{name}: {} errors, first {}",
+                    m.errors,
+                    m.first_error.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
         if !failed.is_empty() {
             eprintln!(
                 "FAILED: a healthy chain returned errors ({})",

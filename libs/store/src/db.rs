@@ -62,6 +62,9 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
 /// Statements kept prepared on the SQLite connection (a service uses a few dozen).
 const SQLITE_STATEMENT_CACHE: usize = 128;
 
+/// How often the checkpoint thread copies the WAL into the database file.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// The database behind a [`Db`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -170,13 +173,24 @@ impl Db {
             Backend::Sqlite => {
                 let url = cfg.url.clone();
                 let migrations = migrations.to_vec();
-                let conn = tokio::task::spawn_blocking(move || open_sqlite(&url, &migrations))
-                    .await
-                    .map_err(|e| StoreError::Migrate {
-                        url: redact_url(&cfg.url),
-                        source: Box::new(e),
-                    })??;
-                Engine::Sqlite(Arc::new(tokio::sync::Mutex::new(conn)))
+                let (conn, checkpointer) =
+                    tokio::task::spawn_blocking(move || open_sqlite(&url, &migrations))
+                        .await
+                        .map_err(|e| StoreError::Migrate {
+                            url: redact_url(&cfg.url),
+                            source: Box::new(e),
+                        })??;
+                let conn = Arc::new(tokio::sync::Mutex::new(conn));
+                if let Some(checkpointer) = checkpointer
+                    && let Err(e) = checkpointer.spawn(Arc::downgrade(&conn))
+                {
+                    tracing::warn!("cannot start the SQLite checkpoint thread: {e}");
+                    // Nobody else holds it yet.
+                    if let Ok(conn) = conn.try_lock() {
+                        let _ = conn.execute_batch("PRAGMA wal_autocheckpoint = 1000");
+                    }
+                }
+                Engine::Sqlite(conn)
             }
             Backend::Postgres => Engine::Postgres(connect_postgres(cfg, migrations).await?),
         };
@@ -207,8 +221,11 @@ impl Db {
 }
 
 /// Opens a `sqlite:` URL (`sqlite://path?mode=rwc`, `sqlite:path`, `sqlite::memory:`), sets
-/// the pragmas and applies `migrations`.
-fn open_sqlite(url: &str, migrations: &[Migration]) -> Result<rusqlite::Connection, StoreError> {
+/// the pragmas and applies `migrations`; with the [`Checkpointer`] of a writable file.
+fn open_sqlite(
+    url: &str,
+    migrations: &[Migration],
+) -> Result<(rusqlite::Connection, Option<Checkpointer>), StoreError> {
     use rusqlite::OpenFlags;
     let redacted = redact_url(url);
     let connect_error = |source: rusqlite::Error| StoreError::Connect {
@@ -238,10 +255,11 @@ fn open_sqlite(url: &str, migrations: &[Migration]) -> Result<rusqlite::Connecti
             }
         }
     }
+    let path = percent_decode(path);
     let mut conn = if memory {
         rusqlite::Connection::open_in_memory()
     } else {
-        rusqlite::Connection::open_with_flags(percent_decode(path), flags)
+        rusqlite::Connection::open_with_flags(&path, flags)
     }
     .map_err(connect_error)?;
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT)
@@ -252,7 +270,66 @@ fn open_sqlite(url: &str, migrations: &[Migration]) -> Result<rusqlite::Connecti
         url: redacted.clone(),
         source,
     })?;
-    Ok(conn)
+    let writable = !memory && !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY);
+    let checkpointer = if writable {
+        match Checkpointer::open(&path) {
+            Ok(checkpointer) => {
+                // The statements no longer checkpoint as they commit: the thread does.
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                    .map_err(connect_error)?;
+                Some(checkpointer)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    url = redacted,
+                    "SQLite checkpoints stay on the request path: {e}"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok((conn, checkpointer))
+}
+
+/// Copies the WAL into the database file from a thread of its own, on a second
+/// connection, so that no request waits for it. With SQLite's default, the commit that
+/// fills the WAL past 1 000 pages checkpoints it, fsyncs included, on the runtime thread
+/// that runs the statement; the other tasks of that thread wait meanwhile. PASSIVE never
+/// blocks the writer: it copies what it can and leaves the rest for the next turn.
+struct Checkpointer(rusqlite::Connection);
+
+impl Checkpointer {
+    fn open(path: &str) -> rusqlite::Result<Checkpointer> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        Ok(Checkpointer(conn))
+    }
+
+    /// Runs until the database's connection is dropped.
+    fn spawn(
+        self,
+        db: std::sync::Weak<tokio::sync::Mutex<rusqlite::Connection>>,
+    ) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while db.strong_count() > 0 {
+                    std::thread::sleep(SQLITE_CHECKPOINT_EVERY);
+                    let done = self
+                        .0
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = done {
+                        tracing::warn!("SQLite checkpoint: {e}");
+                    }
+                }
+            })
+            .map(drop)
+    }
 }
 
 /// `%XX` escapes decoded (as `sqlite_url_for` writes them).

@@ -258,6 +258,34 @@ async fn sqlite_has_one_connection_in_wal_mode_with_busy_timeout_and_foreign_key
     );
 }
 
+/// Commits do not checkpoint (the WAL grows, the database file does not); the checkpoint
+/// thread copies the WAL into the file within a second.
+#[tokio::test]
+async fn sqlite_checkpoints_off_the_request_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sqlite_config(dir.path());
+    let db = Db::connect(&cfg, MIGRATIONS).await.unwrap();
+    let autocheckpoint: i64 = scalar(query("PRAGMA wal_autocheckpoint"), &db).await;
+    assert_eq!(autocheckpoint, 0);
+    let file = dir.path().join("data dir").join("orders.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    // Enough pages for the file to grow once they are copied.
+    let before = size();
+    for i in 0..2000 {
+        insert_item(&db, &format!("k{i:05}"), &"x".repeat(200))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while size() <= before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        size() > before,
+        "the database file stayed at {before} bytes: nothing checkpointed the WAL"
+    );
+}
+
 #[tokio::test]
 async fn sqlite_dropped_transaction_rolls_back_and_frees_the_connection() {
     let dir = tempfile::tempdir().unwrap();
