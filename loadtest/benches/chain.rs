@@ -12,7 +12,10 @@
 //! The bare chain: Gateway.PlaceOrder -> Orders.CreateOrder -> Inventory.Reserve then
 //! Payments.Charge, each handler answering at once, on plain tonic servers.
 //!
-//! # Where the CPU of one order goes
+//! # Where the CPU of one order went with sqlx's SQLite driver (`bfb81e3`)
+//!
+//! (What changed since, and the profile after it, are in README.md, "What the lab's own
+//! code costs": SQLite now runs on the caller's thread and the chain is at about 0.5x.)
 //!
 //! Per service: each service as its own process (`frlab up`, release, SQLite, commit
 //! `bfb81e3`), 1 500 orders at 100/s open loop, CPU time (user + system) read from
@@ -50,7 +53,7 @@
 //! most of it is switching threads: sqlx runs each SQLite connection on a thread of its
 //! own, so every statement is two thread hand-offs, and orders runs about eight statements
 //! per order. The layers of our own (resilience stack, metrics, validation) are a few
-//! percent; the hops and hand-offs are the cost.
+//! percent; the hops and hand-offs were the cost.
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -412,7 +412,7 @@ fn sqlite_run(conn: &rusqlite::Connection, sql: &str, args: &[Value]) -> Result<
     use rusqlite::types::ValueRef as V;
     let mut stmt = conn.prepare_cached(sql)?;
     sqlite_bind(&mut stmt, args)?;
-    let columns: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
+    let columns: Arc<[String]> = stmt.column_names().map(String::from).collect();
     let width = columns.len();
     let readonly = stmt.readonly();
     let mut rows = Vec::new();
