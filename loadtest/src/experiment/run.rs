@@ -77,12 +77,16 @@ pub async fn run(
     let started = Instant::now();
     let mut done = 0;
     let phases = plan.phases();
+    // Once per profile (the same for every scenario and load), before the first trial.
+    let promises = profiles
+        .iter()
+        .map(|(_, yaml)| promises_of(yaml))
+        .collect::<Result<Vec<_>>>()?;
     for scenario_name in &plan.scenarios {
         let def = scenario(scenario_name).expect("checked above");
         let scenario = Scenario::from(def);
         for level in &levels {
-            for (profile, yaml) in &profiles {
-                let promises = promises_of(yaml)?;
+            for ((profile, yaml), &promises) in profiles.iter().zip(&promises) {
                 let setup = TrialSetup {
                     phases: &phases,
                     payments: &plan.payments,

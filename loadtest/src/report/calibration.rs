@@ -3,6 +3,9 @@
 //! and written for it (`calibration.json`, a section of `report.md`).
 
 use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,5 +141,70 @@ impl Calibration {
             }
         }
         o
+    }
+}
+
+/// The calibration in `file`: a `calibration.json` written by `frlab calibrate --out`, or
+/// the one stored in a run's `results.json` or a sweep's `sweep.json`.
+pub fn read_calibration(file: &Path) -> Result<Calibration> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let value = match value.get("calibration") {
+        Some(serde_json::Value::Null) => anyhow::bail!(
+            "{} holds no calibration (its knee was given, or it came from --rate)",
+            file.display()
+        ),
+        Some(inner) => inner.clone(),
+        None => value,
+    };
+    serde_json::from_value(value).with_context(|| {
+        format!(
+            "{} is neither a calibration.json nor a results.json or sweep.json with one",
+            file.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::knee::Binding;
+
+    fn calibration() -> Calibration {
+        Calibration {
+            started_at: "2026-12-06T00:00:00Z".into(),
+            commit: "abc".into(),
+            profile: "a-baseline".into(),
+            payments: PaymentsModel::default(),
+            model_capacity_rps: 114.4,
+            slo_p99_ms: 500.0,
+            deadline_ms: 2000,
+            step_s: 5.0,
+            cores: 2,
+            steps: vec![],
+            knee_rps: Some(112.9),
+            binding: Binding::Payments { busy: 0.97 },
+        }
+    }
+
+    #[test]
+    fn a_calibration_is_read_alone_or_from_a_run_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let alone = dir.path().join("calibration.json");
+        std::fs::write(&alone, serde_json::to_string(&calibration()).unwrap()).unwrap();
+        assert_eq!(read_calibration(&alone).unwrap(), calibration());
+        let run = dir.path().join("sweep.json");
+        let record = serde_json::json!({"run_id": "s", "calibration": calibration()});
+        std::fs::write(&run, record.to_string()).unwrap();
+        assert_eq!(read_calibration(&run).unwrap(), calibration());
+        let given = dir.path().join("results.json");
+        std::fs::write(&given, r#"{"run_id": "r", "calibration": null}"#).unwrap();
+        let err = read_calibration(&given).unwrap_err().to_string();
+        assert!(err.contains("holds no calibration"), "{err}");
+        std::fs::write(&given, r#"{"run_id": 3}"#).unwrap();
+        let err = format!("{:#}", read_calibration(&given).unwrap_err());
+        assert!(err.contains("neither a calibration.json"), "{err}");
     }
 }

@@ -38,7 +38,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use crate::measure::{Rejections, Window};
-pub use calibration::{CALIBRATION_JSON, Calibration};
+pub use calibration::{CALIBRATION_JSON, Calibration, read_calibration};
 pub use environment::{
     cpu_model, fnv1a64_hex, git_commit, mem_total_mib, os_release_name, utc_timestamp,
 };
