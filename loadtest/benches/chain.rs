@@ -5,7 +5,8 @@
 //! load (CONCURRENCY callers, unique idempotency keys) for MEASURE after WARMUP, in ROUNDS
 //! rounds; printed are throughput, p50 and p99, each as a ratio to the bare chain of the same
 //! round, and the median ratio per chain with its goal; the bench fails (exit 1) if any chain
-//! returned an error, warm-up included. Payments' modelled service
+//! returned an error, warm-up included. Every order is for one product unless
+//! `FRLAB_BENCH_PRODUCTS` (up to 5) spreads the callers over more. Payments' modelled service
 //! time is set to zero so the ratio shows what our code (validation, storage, idempotency,
 //! outbox, metrics) costs over the tonic plumbing alone.
 //!
@@ -259,9 +260,22 @@ struct Measured {
 }
 
 /// Closed loop: CONCURRENCY callers place orders back to back.
+/// How many of inventory's products the orders spread over: `FRLAB_BENCH_PRODUCTS` (1 to
+/// 5, default 1). With one, every reservation queues on one product's row lock, held until
+/// its commit; more shows how much of a chain's throughput that one row costs.
+fn products() -> usize {
+    std::env::var("FRLAB_BENCH_PRODUCTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=5).contains(n))
+        .unwrap_or(1)
+}
+
 async fn measure(gateway: Channel) -> Measured {
-    let run = |until: Instant, record: bool| {
+    let products = products();
+    let run = |caller: usize, until: Instant, record: bool| {
         let gateway = gateway.clone();
+        let product_id = format!("sku-{}", caller % products + 1);
         async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
@@ -273,7 +287,7 @@ async fn measure(gateway: Channel) -> Measured {
                     idempotency_key: uuid::Uuid::new_v4().to_string(),
                     customer_id: "bench".into(),
                     items: vec![shop::LineItem {
-                        product_id: "sku-1".into(),
+                        product_id: product_id.clone(),
                         quantity: 1,
                     }],
                 };
@@ -292,10 +306,10 @@ async fn measure(gateway: Channel) -> Measured {
         }
     };
     let warm = Instant::now() + WARMUP;
-    let warmed = futures::future::join_all((0..CONCURRENCY).map(|_| run(warm, false))).await;
+    let warmed = futures::future::join_all((0..CONCURRENCY).map(|c| run(c, warm, false))).await;
     let started = Instant::now();
     let results =
-        futures::future::join_all((0..CONCURRENCY).map(|_| run(started + MEASURE, true))).await;
+        futures::future::join_all((0..CONCURRENCY).map(|c| run(c, started + MEASURE, true))).await;
     let elapsed = started.elapsed();
     // Warm-up errors count too: a healthy chain returns none.
     let warm_errors: usize = warmed.iter().map(|(_, e, _)| e).sum();
@@ -361,8 +375,10 @@ fn main() {
             "10000",
         ];
         println!(
-            "PlaceOrder, {CONCURRENCY} closed-loop callers, {}s after {}s warm-up, {} cores, \
-             {ROUNDS} rounds (bare, SQLite, Postgres in turn; a fresh stack each time)",
+            "PlaceOrder, {CONCURRENCY} closed-loop callers over {} product(s), {}s after {}s \
+             warm-up, {} cores, {ROUNDS} rounds (bare, SQLite, Postgres in turn; a fresh stack \
+             each time)",
+            products(),
             MEASURE.as_secs(),
             WARMUP.as_secs(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
