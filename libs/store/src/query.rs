@@ -479,9 +479,9 @@ fn pg_row(row: &PgRow, columns: Arc<[String]>) -> Result<Row, DbError> {
     let mut values = Vec::with_capacity(columns.len());
     for (i, name) in columns.iter().enumerate() {
         let raw = row.try_get_raw(i)?;
-        let type_name = raw.type_info().name().to_owned();
+        let type_info = raw.type_info();
         let null = raw.is_null();
-        let value = match type_name.as_str() {
+        let value = match type_info.name() {
             "INT8" => Value::Int(row.try_get(i)?),
             "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
             "INT2" => Value::Int(row.try_get::<Option<i16>, _>(i)?.map(i64::from)),

@@ -34,6 +34,15 @@ fn sqlite_config(dir: &std::path::Path) -> DbConfig {
     }
 }
 
+/// A migrated SQLite database in a fresh temp dir (kept alive by the returned guard).
+async fn sqlite_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
+        .await
+        .unwrap();
+    (dir, db)
+}
+
 async fn insert_item(db: &Db, id: &str, name: &str) -> Result<(), DbError> {
     query("INSERT INTO items (id, name, qty, created_ms) VALUES ($1, $2, $3, $4)")
         .bind(id)
@@ -223,10 +232,7 @@ async fn sqlite_concurrent_writers_wait_instead_of_failing() {
 
 #[tokio::test]
 async fn sqlite_has_one_connection_in_wal_mode_with_busy_timeout_and_foreign_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_db().await;
     assert_eq!(db.backend(), Backend::Sqlite);
     let mode: String = scalar(query("PRAGMA journal_mode"), &db).await;
     let timeout: i64 = scalar(query("PRAGMA busy_timeout"), &db).await;
@@ -288,10 +294,7 @@ async fn sqlite_checkpoints_off_the_request_path() {
 
 #[tokio::test]
 async fn sqlite_dropped_transaction_rolls_back_and_frees_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_db().await;
     {
         let mut tx = db.begin().await.unwrap();
         insert_item_tx(&mut tx, "gone").await.unwrap();
@@ -310,10 +313,7 @@ async fn sqlite_dropped_transaction_rolls_back_and_frees_the_connection() {
 
 #[tokio::test]
 async fn sqlite_reports_missing_columns_and_wrong_types_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&sqlite_config(dir.path()), MIGRATIONS)
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_db().await;
     insert_item(&db, "a", "apple").await.unwrap();
     let row = query("SELECT id, qty FROM items")
         .fetch_one(&db)
