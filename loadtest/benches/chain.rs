@@ -222,9 +222,7 @@ impl Payments for BarePayments {
 async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(router.serve_with_incoming(lab_runtime::host::incoming(listener)));
     addr
 }
 
@@ -233,7 +231,7 @@ fn channel(addr: SocketAddr) -> Channel {
 }
 
 async fn bare_chain() -> Channel {
-    let server = || tonic::transport::Server::builder().tcp_nodelay(true);
+    let server = tonic::transport::Server::builder;
     let inventory = serve(server().add_service(InventoryServer::new(BareInventory))).await;
     let payments = serve(server().add_service(PaymentsServer::new(BarePayments))).await;
     let orders = serve(server().add_service(OrdersServer::new(BareOrders(

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use lab_chaos::{AdminAuth, FaultLayer, FaultSet, FaultsAdmin};
@@ -36,6 +36,14 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// How long in-flight calls get to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections `listener` accepts, with `TCP_NODELAY` set on each. tonic's
+/// `Server::tcp_nodelay` applies only to listeners tonic binds itself; `serve_with_incoming`
+/// takes sockets as they come, and with Nagle's algorithm on, a small response written while
+/// the previous one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
 
 /// The listeners a service serves on: gRPC, and optionally the HTTP side port.
 #[derive(Debug)]
@@ -286,7 +294,7 @@ impl ServiceHost {
             tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(admin)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(incoming(listener), async move {
                         shutdown.wait().await
                     }),
             )
@@ -330,7 +338,6 @@ impl ServiceHost {
             }
         };
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             // Outermost: every arrival is counted before any refusal.
             .layer(ServerMetricsLayer::new(self.server_metrics.clone()))
             // Next: the RPC's span (parent from the incoming `traceparent`) covers every
@@ -346,7 +353,7 @@ impl ServiceHost {
             // (INVALID_ARGUMENT), before the layers above count and classify the answer.
             .layer(crate::errors::MalformedRequestLayer)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(bound.grpc), stop_accepting);
+            .serve_with_incoming_shutdown(incoming(bound.grpc), stop_accepting);
         let drain_bound = async {
             shutdown.wait().await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -452,4 +459,24 @@ fn side_port_router(
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_delayed_acks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = accepted.next().await.unwrap().unwrap();
+        assert!(
+            stream.nodelay().unwrap(),
+            "TCP_NODELAY not set on an accepted socket"
+        );
+    }
 }
