@@ -55,6 +55,15 @@ pub fn incoming() -> Option<http::HeaderValue> {
     INCOMING.try_with(|k| k.clone()).ok().flatten()
 }
 
+/// Marks a header value that is new on (almost) every call as never-indexed for HPACK.
+/// Otherwise h2 adds each such value to the connection's header table, where, first in first
+/// out, it evicts the headers every call repeats (`:path`, `content-type`, `te`,
+/// `grpc-timeout` ...): they then go out as literals again and are re-added, evicting
+/// more, and the decoder on the other side does the same work.
+pub fn never_indexed(value: &mut http::HeaderValue) {
+    value.set_sensitive(true);
+}
+
 /// A fresh key: 128 random bits in hex.
 pub fn fresh_key() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -97,7 +106,8 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         if !req.headers().contains_key(HEADER) {
             let key = incoming().or_else(|| http::HeaderValue::from_str(&fresh_key()).ok());
-            if let Some(key) = key {
+            if let Some(mut key) = key {
+                never_indexed(&mut key);
                 req.headers_mut().insert(HEADER, key);
             }
         }
@@ -218,5 +228,30 @@ mod tests {
                 .as_deref(),
             Some("k9")
         );
+    }
+
+    #[tokio::test]
+    async fn keys_it_adds_are_never_indexed() {
+        let sensitive = || {
+            tower::service_fn(|req: http::Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(req.headers()[HEADER].is_sensitive())
+            })
+        };
+        let fresh = KeyLayer.layer(sensitive()).oneshot(http::Request::new(()));
+        assert!(
+            fresh.await.unwrap(),
+            "a fresh key must go out never-indexed"
+        );
+        let forwarded = IncomingKeyLayer
+            .layer(tower::service_fn(move |_req: http::Request<()>| {
+                KeyLayer.layer(sensitive()).oneshot(http::Request::new(()))
+            }))
+            .oneshot(
+                http::Request::builder()
+                    .header(HEADER, "k9")
+                    .body(())
+                    .unwrap(),
+            );
+        assert!(forwarded.await.unwrap(), "a forwarded key too");
     }
 }
