@@ -143,12 +143,12 @@ impl Totals {
     }
     /// Median over the rounds of (this round's p50 / bare's p50 of the same round), and the
     /// same for throughput: drift between rounds (tens of percent here) cancels out.
-    fn ratios(&self, bare: &Totals) -> (f64, f64) {
+    fn ratios(&self, bare: &[(Duration, f64)]) -> (f64, f64) {
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let pairs = || self.rounds.iter().zip(&bare.rounds);
+        let pairs = || self.rounds.iter().zip(bare);
         (
             median(
                 pairs()
@@ -231,7 +231,7 @@ fn main() {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         let only = std::env::var("FRLAB_BENCH_ONLY").ok();
-        let stacks: Vec<_> = variants()
+        let mut stacks: Vec<_> = variants()
             .into_iter()
             .filter(|(n, _)| only.as_deref().is_none_or(|o| n.contains(o)))
             .map(|(name, profile)| {
@@ -241,7 +241,6 @@ fn main() {
                 (name, client, Totals::default())
             })
             .collect();
-        let mut stacks = stacks;
         // Warm every connection.
         round(bare.clone()).await;
         for (_, client, _) in &stacks {
@@ -264,10 +263,7 @@ fn main() {
             "{:<32} {:>9} {:>9} {:>9} {:>10} {:>10}",
             "client", "req/s", "p50 us", "p99 us", "p50 vs", "tput vs"
         );
-        let bare_rounds = Totals {
-            rounds: b.rounds.clone(),
-            ..Totals::default()
-        };
+        let bare_rounds = b.rounds.clone();
         let mut rows = vec![("bare tonic", &mut b)];
         rows.extend(stacks.iter_mut().map(|(name, _, t)| (*name, t)));
         let mut full_p50 = None;

@@ -60,7 +60,7 @@ pub fn incoming() -> Option<http::HeaderValue> {
 /// out, it evicts the headers every call repeats (`:path`, `content-type`, `te`,
 /// `grpc-timeout` ...): they then go out as literals again and are re-added, evicting
 /// more, and the decoder on the other side does the same work.
-pub fn never_indexed(value: &mut http::HeaderValue) {
+fn never_indexed(value: &mut http::HeaderValue) {
     value.set_sensitive(true);
 }
 
