@@ -6,7 +6,9 @@
 //! rounds; printed are throughput, p50 and p99, each as a ratio to the bare chain of the same
 //! round, and the median ratio per chain with its goal; the bench fails (exit 1) if any chain
 //! returned an error, warm-up included. Every order is for one product unless
-//! `FRLAB_BENCH_PRODUCTS` (up to 5) spreads the callers over more. Payments' modelled service
+//! `FRLAB_BENCH_PRODUCTS` (up to 5) spreads the callers over more; `FRLAB_BENCH_ONLY=<text>`
+//! runs only the lab chains whose name contains it (the bare chain always runs), e.g. under
+//! `perf record`. Payments' modelled service
 //! time is set to zero so the ratio shows what our code (validation, storage, idempotency,
 //! outbox, metrics) costs over the tonic plumbing alone.
 //!
@@ -399,6 +401,8 @@ fn main() {
                 rounds: Vec::new(),
             },
         ];
+        let only = std::env::var("FRLAB_BENCH_ONLY").ok();
+        let runs = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
         let bare = bare_chain().await;
         for round in 1..=ROUNDS {
             eprintln!("round {round}/{ROUNDS}");
@@ -406,6 +410,7 @@ fn main() {
             for (chain, backend) in chains[1..]
                 .iter_mut()
                 .zip([Backend::Embedded, Backend::PostgresRedis])
+                .filter(|(chain, _)| runs(chain.name))
             {
                 let stack = Stack::start_with(backend, &zero_service_time).await;
                 chain.rounds.push(measure(stack.gateway.channel()).await);
@@ -417,7 +422,7 @@ fn main() {
             "chain", "round", "req/s", "p50 ms", "p99 ms", "errors", "x tput", "x p50", "x p99"
         );
         for round in 0..ROUNDS {
-            for chain in &chains {
+            for chain in chains.iter().filter(|c| !c.rounds.is_empty()) {
                 row(
                     chain.name,
                     round + 1,
@@ -429,7 +434,7 @@ fn main() {
         // Each ratio against the bare chain of its own round (this machine's speed drifts
         // by tens of percent between minutes); the median of the rounds is the result.
         println!("\nmedian of the rounds' throughput ratios:");
-        for chain in &chains[1..] {
+        for chain in chains[1..].iter().filter(|c| !c.rounds.is_empty()) {
             let ratio = median(
                 chain
                     .rounds
