@@ -19,7 +19,9 @@
 //!
 //! (What changed since, and the profile after it, are in README.md, "What the lab's own
 //! code costs": SQLite now runs on the caller's thread; with every server's sockets
-//! TCP_NODELAY since 702f019 the bare chain is 2-3x faster and the lab at about 0.25x.)
+//! TCP_NODELAY since 702f019 the bare chain is 2-3x faster and the lab at about 0.25x. The
+//! current per-layer table, in microseconds per order for both chains, comes from a
+//! `perf record` of this bench and `scripts/chain-profile.py`, whose docs say how.)
 //!
 //! Per service: each service as its own process (`frlab up`, release, SQLite, commit
 //! `bfb81e3`), 1 500 orders at 100/s open loop, CPU time (user + system) read from
