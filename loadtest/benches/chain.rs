@@ -3,9 +3,10 @@
 //!
 //! `cargo bench -p frlab --bench chain` (or `make bench`). Each chain gets the same closed-loop
 //! load (CONCURRENCY callers, unique idempotency keys) for MEASURE after WARMUP, in ROUNDS
-//! rounds; printed are throughput, p50 and p99, each as a ratio to the bare chain of the same
-//! round, and the median ratio per chain with its goal; the bench fails (exit 1) if any chain
-//! returned an error, warm-up included. Every order is for one product unless
+//! rounds; printed are throughput, p50, p99 and this process's CPU time per order, each as a
+//! ratio to the bare chain of the same round, the median throughput ratio per chain with its
+//! goal, and the median CPU per order. The bench fails (exit 1) if any chain returned an
+//! error, warm-up included. Every order is for one product unless
 //! `FRLAB_BENCH_PRODUCTS` (up to 5) spreads the callers over more; `FRLAB_BENCH_ONLY=<text>`
 //! runs only the lab chains whose name contains it (the bare chain always runs), e.g. under
 //! `perf record`. Payments' modelled service
@@ -255,6 +256,13 @@ async fn bare_chain() -> Channel {
 
 struct Measured {
     throughput: f64,
+    /// This process's CPU time (all threads, user + system) per order placed while
+    /// measuring: every chain's services and the callers run in it, the servers of the other
+    /// chains idle. Where both chains keep the machine's cores busy, the throughput ratio is
+    /// the inverse of this one's ratio, so it says what a goal asks of the code (0.5x: at
+    /// most twice the bare chain's CPU per order). The Postgres and Redis servers' own CPU
+    /// is not in it.
+    cpu_per_order: Duration,
     p50: Duration,
     p99: Duration,
     errors: usize,
@@ -311,9 +319,11 @@ async fn measure(gateway: Channel) -> Measured {
     let warm = Instant::now() + WARMUP;
     let warmed = futures::future::join_all((0..CONCURRENCY).map(|c| run(c, warm, false))).await;
     let started = Instant::now();
+    let cpu_before = frlab::load::cpu_time();
     let results =
         futures::future::join_all((0..CONCURRENCY).map(|c| run(c, started + MEASURE, true))).await;
     let elapsed = started.elapsed();
+    let cpu = frlab::load::cpu_time().saturating_sub(cpu_before);
     // Warm-up errors count too: a healthy chain returns none.
     let warm_errors: usize = warmed.iter().map(|(_, e, _)| e).sum();
     let errors = warm_errors + results.iter().map(|(_, e, _)| e).sum::<usize>();
@@ -328,7 +338,9 @@ async fn measure(gateway: Channel) -> Measured {
             .copied()
             .unwrap_or_default()
     };
+    let orders = u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
     Measured {
+        cpu_per_order: cpu / orders,
         throughput: all.len() as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
@@ -339,14 +351,16 @@ async fn measure(gateway: Channel) -> Measured {
 
 fn row(name: &str, round: usize, m: &Measured, bare: &Measured) {
     println!(
-        "{name:<22} {round:>5} {:>9.0} {:>8.2} {:>8.2} {:>7}   {:>6.3} {:>6.2} {:>6.2}",
+        "{name:<22} {round:>5} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>9.0}   {:>6.3} {:>6.2} {:>6.2} {:>6.2}",
         m.throughput,
         m.p50.as_secs_f64() * 1e3,
         m.p99.as_secs_f64() * 1e3,
         m.errors,
+        m.cpu_per_order.as_secs_f64() * 1e6,
         m.throughput / bare.throughput,
         m.p50.as_secs_f64() / bare.p50.as_secs_f64(),
         m.p99.as_secs_f64() / bare.p99.as_secs_f64(),
+        m.cpu_per_order.as_secs_f64() / bare.cpu_per_order.as_secs_f64(),
     );
 }
 
@@ -420,8 +434,18 @@ fn main() {
             }
         }
         println!(
-            "\n{:<22} {:>5} {:>9} {:>8} {:>8} {:>7}   {:>6} {:>6} {:>6}",
-            "chain", "round", "req/s", "p50 ms", "p99 ms", "errors", "x tput", "x p50", "x p99"
+            "\n{:<22} {:>5} {:>9} {:>8} {:>8} {:>7} {:>9}   {:>6} {:>6} {:>6} {:>6}",
+            "chain",
+            "round",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "CPU µs/o",
+            "x tput",
+            "x p50",
+            "x p99",
+            "x CPU"
         );
         for round in 0..ROUNDS {
             for chain in chains.iter().filter(|c| !c.rounds.is_empty()) {
@@ -452,6 +476,17 @@ fn main() {
                 )
             });
             println!("  {:<22} {ratio:.3}x{verdict}", chain.name);
+        }
+        println!("\nmedian of the rounds' CPU per order (this process, all threads):");
+        for chain in chains.iter().filter(|c| !c.rounds.is_empty()) {
+            let cpu = median(
+                chain
+                    .rounds
+                    .iter()
+                    .map(|m| m.cpu_per_order.as_secs_f64() * 1e6)
+                    .collect(),
+            );
+            println!("  {:<22} {cpu:.0} µs", chain.name);
         }
         // Errors on a healthy chain are bugs, not noise.
         let failed: Vec<String> = chains

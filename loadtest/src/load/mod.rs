@@ -421,9 +421,10 @@ fn random_items(rng: &mut SmallRng) -> Vec<LineItem> {
         .collect()
 }
 
-/// CPU time (user + system) of this whole process so far, from getrusage(2).
+/// CPU time (user + system) of this whole process so far, from getrusage(2); zero if the
+/// call fails. (The chain bench divides it by the orders placed.)
 #[allow(unsafe_code)]
-fn cpu_time() -> Duration {
+pub fn cpu_time() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
     // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points
     // to enough writable memory; it is read only when the call reports success.
