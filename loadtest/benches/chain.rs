@@ -433,6 +433,8 @@ fn main() {
                 stack.stop().await;
             }
         }
+        // The chains that ran (bare always does, first).
+        let measured: Vec<&Chain> = chains.iter().filter(|c| !c.rounds.is_empty()).collect();
         println!(
             "\n{:<22} {:>5} {:>9} {:>8} {:>8} {:>7} {:>9}   {:>6} {:>6} {:>6} {:>6}",
             "chain",
@@ -448,7 +450,7 @@ fn main() {
             "x CPU"
         );
         for round in 0..ROUNDS {
-            for chain in chains.iter().filter(|c| !c.rounds.is_empty()) {
+            for chain in &measured {
                 row(
                     chain.name,
                     round + 1,
@@ -460,7 +462,7 @@ fn main() {
         // Each ratio against the bare chain of its own round (this machine's speed drifts
         // by tens of percent between minutes); the median of the rounds is the result.
         println!("\nmedian of the rounds' throughput ratios:");
-        for chain in chains[1..].iter().filter(|c| !c.rounds.is_empty()) {
+        for chain in &measured[1..] {
             let ratio = median(
                 chain
                     .rounds
@@ -478,7 +480,7 @@ fn main() {
             println!("  {:<22} {ratio:.3}x{verdict}", chain.name);
         }
         println!("\nmedian of the rounds' CPU per order (this process, all threads):");
-        for chain in chains.iter().filter(|c| !c.rounds.is_empty()) {
+        for chain in &measured {
             let cpu = median(
                 chain
                     .rounds

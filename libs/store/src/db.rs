@@ -55,8 +55,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Set on the SQLite connection, after the busy timeout (so that switching to WAL waits for
 /// a concurrent process instead of failing).
+/// `journal_size_limit`: a WAL grown past 64 MiB is cut back to it when it rewinds (see
+/// [`Checkpointer`]).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
+    PRAGMA journal_size_limit = 67108864;
     PRAGMA foreign_keys = ON;";
 
 /// Statements kept prepared on the SQLite connection (a service uses a few dozen).
@@ -68,9 +71,6 @@ const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// A WAL this long (in pages) that writes kept ahead of the checkpoint is rewound (see
 /// [`Checkpointer`]); SQLite's own automatic checkpoint starts at the same length.
 const SQLITE_RESTART_AFTER_FRAMES: i64 = 1000;
-
-/// A WAL grown past this is cut back to it when it rewinds (`journal_size_limit`).
-const SQLITE_WAL_LIMIT_BYTES: i64 = 64 << 20;
 
 /// The database behind a [`Db`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,13 +271,6 @@ fn open_sqlite(
     .map_err(connect_error)?;
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT)
         .and_then(|()| conn.execute_batch(SQLITE_PRAGMAS))
-        .and_then(|()| {
-            conn.query_row(
-                &format!("PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES}"),
-                [],
-                |_| Ok(()),
-            )
-        })
         .map_err(connect_error)?;
     conn.set_prepared_statement_cache_capacity(SQLITE_STATEMENT_CACHE);
     migrate_sqlite(&mut conn, migrations).map_err(|source| StoreError::Migrate {
@@ -321,17 +314,8 @@ fn open_sqlite(
 /// [`SQLITE_RESTART_AFTER_FRAMES`], RESTART copies the tail written meanwhile while holding
 /// the service's connection, so that its next transaction rewinds the WAL. (RESTART does
 /// not wait for another process: a busy one is tried again next turn.)
-/// `journal_size_limit` then trims a WAL that grew past [`SQLITE_WAL_LIMIT_BYTES`].
+/// `journal_size_limit` (in [`SQLITE_PRAGMAS`]) then trims a WAL that grew past 64 MiB.
 struct Checkpointer(rusqlite::Connection);
-
-/// What one checkpoint turn found and did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct CheckpointTurn {
-    /// Frames in the WAL when the unlocked PASSIVE checkpoint started.
-    frames: i64,
-    /// Whether the tail was copied with the writer held off (the WAL rewinds next).
-    restarted: bool,
-}
 
 impl Checkpointer {
     fn open(path: &str) -> rusqlite::Result<Checkpointer> {
@@ -345,39 +329,31 @@ impl Checkpointer {
         Ok(Checkpointer(conn))
     }
 
-    /// A checkpoint (`PRAGMA wal_checkpoint(...)`): (frames in the WAL when it started,
-    /// frames copied).
-    fn checkpoint(&self, restart: bool) -> rusqlite::Result<(i64, i64)> {
+    /// A checkpoint (`PRAGMA wal_checkpoint(...)`): the frames in the WAL when it started.
+    fn checkpoint(&self, restart: bool) -> rusqlite::Result<i64> {
         let sql = if restart {
             "PRAGMA wal_checkpoint(RESTART)"
         } else {
             "PRAGMA wal_checkpoint(PASSIVE)"
         };
-        self.0.query_row(sql, [], |r| Ok((r.get(1)?, r.get(2)?)))
+        self.0.query_row(sql, [], |r| r.get(1))
     }
 
     /// One turn: the bulk unlocked, then (if the WAL was `restart_after` frames or longer)
     /// the tail with `db`'s connection held, so that no transaction runs until the WAL has
-    /// rewound. PASSIVE reports only the frames there were when it started: whether more
-    /// came while it copied, it cannot tell.
+    /// rewound; true when it took that second step. PASSIVE reports only the frames there
+    /// were when it started: whether more came while it copied, it cannot tell.
     fn turn(
         &self,
         db: &tokio::sync::Mutex<rusqlite::Connection>,
         restart_after: i64,
-    ) -> rusqlite::Result<CheckpointTurn> {
-        let (frames, _) = self.checkpoint(false)?;
-        if frames < restart_after {
-            return Ok(CheckpointTurn {
-                frames,
-                restarted: false,
-            });
+    ) -> rusqlite::Result<bool> {
+        if self.checkpoint(false)? < restart_after {
+            return Ok(false);
         }
         let _writer = db.blocking_lock();
         self.checkpoint(true)?;
-        Ok(CheckpointTurn {
-            frames,
-            restarted: true,
-        })
+        Ok(true)
     }
 
     /// Runs until the database's connection is dropped.
@@ -674,7 +650,7 @@ mod tests {
                 written
             })
         };
-        let turns: Vec<CheckpointTurn> = (0..12)
+        let restarted: Vec<bool> = (0..12)
             .map(|_| {
                 std::thread::sleep(Duration::from_millis(80));
                 checkpointer.turn(&db, 20).unwrap()
@@ -684,11 +660,11 @@ mod tests {
         let written = writer.join().unwrap();
         // Each insert commits at least one page: a WAL that never rewound holds at least
         // one frame per insert.
-        let (frames, _) = checkpointer.checkpoint(false).unwrap();
+        let frames = checkpointer.checkpoint(false).unwrap();
         assert!(written > 500, "too few writes to tell: {written}");
         assert!(
-            turns.iter().any(|t| t.restarted),
-            "no turn rewound the WAL: {turns:?}"
+            restarted.iter().any(|r| *r),
+            "no turn rewound the WAL: {restarted:?}"
         );
         assert!(
             frames < i64::try_from(written / 2).unwrap(),
