@@ -8,13 +8,22 @@
 //! goal, and the median CPU per order. The bench fails (exit 1) if any chain returned an
 //! error, warm-up included. Every order is for one product unless
 //! `FRLAB_BENCH_PRODUCTS` (up to 5) spreads the callers over more; `FRLAB_BENCH_ONLY=<text>`
-//! runs only the lab chains whose name contains it (the bare chain always runs), e.g. under
+//! runs only the other chains whose name contains it (the bare chain always runs), e.g. under
 //! `perf record`. Payments' modelled service
 //! time is set to zero so the ratio shows what our code (validation, storage, idempotency,
 //! outbox, metrics) costs over the tonic plumbing alone.
 //!
 //! The bare chain: Gateway.PlaceOrder -> Orders.CreateOrder -> Inventory.Reserve then
 //! Payments.Charge, each handler answering at once, on plain tonic servers.
+//!
+//! The floor chains (`bare + SQLite writes`, `bare + Postgres writes`): the same plain
+//! servers, each also writing per order what the lab's service writes, with the services'
+//! own migrations and statements (orders' three saga steps with the outbox row, inventory's
+//! and payments' transactions, notifications' delivery: six commits), and orders delivering
+//! the event to a plain Notifications server itself: five calls per order, as in the lab,
+//! and none of the lab's layers (client stacks, server layers, idempotency keys, metrics,
+//! the saga's task, the relay's outbox reads and marks). Their ratio bounds what the lab can
+//! reach on that database without fewer calls or fewer commits per order.
 //!
 //! # Where the CPU of one order went with sqlx's SQLite driver (`bfb81e3`)
 //!
@@ -70,9 +79,12 @@ use std::time::{Duration, Instant};
 
 use lab_proto::shop::v1 as shop;
 use lab_proto::shop::v1::gateway_client::GatewayClient;
+use lab_store::Db;
 use shop::gateway_server::{Gateway, GatewayServer};
 use shop::inventory_client::InventoryClient;
 use shop::inventory_server::{Inventory, InventoryServer};
+use shop::notifications_client::NotificationsClient;
+use shop::notifications_server::{Notifications, NotificationsServer};
 use shop::orders_client::OrdersClient;
 use shop::orders_server::{Orders, OrdersServer};
 use shop::payments_client::PaymentsClient;
@@ -90,9 +102,23 @@ const MEASURE: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
 
 struct BareGateway(OrdersClient<Channel>);
-struct BareOrders(InventoryClient<Channel>, PaymentsClient<Channel>);
-struct BareInventory;
-struct BarePayments;
+struct BareOrders {
+    inventory: InventoryClient<Channel>,
+    payments: PaymentsClient<Channel>,
+    /// The floor chain: orders' database and the notifications hop.
+    writes: Option<(Db, NotificationsClient<Channel>)>,
+}
+/// With a database in the floor chain.
+struct BareInventory(Option<Db>);
+struct BarePayments(Option<Db>);
+struct BareNotifications(Db);
+
+/// The floor chain's value of `orders.driver`.
+const DRIVER: &str = "bench";
+
+fn db_error(e: lab_store::DbError) -> Status {
+    Status::internal(e.to_string())
+}
 
 #[tonic::async_trait]
 impl Gateway for BareGateway {
@@ -130,28 +156,122 @@ impl Orders for BareOrders {
         r: Request<shop::CreateOrderRequest>,
     ) -> Result<Response<shop::CreateOrderResponse>, Status> {
         let r = r.into_inner();
+        // The floor chain writes what the lab's saga writes, at the same points: PENDING
+        // before Reserve, RESERVED before Charge, CONFIRMED with its outbox row in one
+        // transaction, then delivers the event. The relay's work around the delivery (the
+        // outbox read, the batched mark) is left out: the floor does a little less.
+        let order_id = match &self.writes {
+            Some(_) => uuid::Uuid::now_v7().to_string(),
+            None => r.idempotency_key.clone(),
+        };
+        if let Some((db, _)) = &self.writes {
+            let items_json = serde_json::to_string(
+                &r.items
+                    .iter()
+                    .map(
+                        |i| serde_json::json!({"product_id": i.product_id, "quantity": i.quantity}),
+                    )
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default();
+            lab_store::query(orders::sql::INSERT_SAGA)
+                .bind(&order_id)
+                .bind(&r.idempotency_key)
+                .bind(&r.idempotency_key)
+                .bind(&r.customer_id)
+                .bind(items_json)
+                .bind(DRIVER)
+                .bind(lab_store::now_ms())
+                .execute(db)
+                .await
+                .map_err(db_error)?;
+        }
         let reserved = self
-            .0
+            .inventory
             .clone()
             .reserve(shop::ReserveRequest {
-                order_id: r.idempotency_key.clone(),
+                order_id: order_id.clone(),
                 items: r.items.clone(),
             })
             .await?
             .into_inner();
+        let total = reserved.total.clone().unwrap_or_default();
+        if let Some((db, _)) = &self.writes {
+            lab_store::query(orders::sql::MARK_RESERVED)
+                .bind(&order_id)
+                .bind(DRIVER)
+                .bind(total.minor_units)
+                .bind(&total.currency)
+                .bind(lab_store::now_ms())
+                .execute(db)
+                .await
+                .map_err(db_error)?;
+        }
         let charged = self
-            .1
+            .payments
             .clone()
             .charge(shop::ChargeRequest {
-                order_id: r.idempotency_key.clone(),
+                order_id: order_id.clone(),
                 amount: reserved.total.clone(),
                 idempotency_key: r.idempotency_key.clone(),
             })
             .await?
             .into_inner();
+        if let Some((db, notifications)) = &self.writes {
+            let now = lab_store::now_ms();
+            let event = shop::DeliverRequest {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                order_id: order_id.clone(),
+                kind: "order.confirmed".into(),
+                payload_json: serde_json::json!({
+                    "order_id": order_id,
+                    "customer_id": r.customer_id,
+                    "total_minor": total.minor_units,
+                    "currency": total.currency,
+                })
+                .to_string(),
+            };
+            if db.backend() == lab_store::Backend::Postgres {
+                // One statement on Postgres, as the lab confirms there.
+                lab_store::query(orders::sql::CONFIRM_WITH_EVENT_PG)
+                    .bind(&order_id)
+                    .bind(DRIVER)
+                    .bind(&charged.charge_id)
+                    .bind(now)
+                    .bind(&event.event_id)
+                    .bind(&event.kind)
+                    .bind(&event.payload_json)
+                    .bind(None::<String>)
+                    .execute(db)
+                    .await
+                    .map_err(db_error)?;
+            } else {
+                let mut tx = db.begin().await.map_err(db_error)?;
+                lab_store::query(orders::sql::CONFIRM)
+                    .bind(&order_id)
+                    .bind(DRIVER)
+                    .bind(&charged.charge_id)
+                    .bind(now)
+                    .execute(&mut tx)
+                    .await
+                    .map_err(db_error)?;
+                lab_store::query(orders::sql::INSERT_OUTBOX)
+                    .bind(&event.event_id)
+                    .bind(&order_id)
+                    .bind(&event.kind)
+                    .bind(&event.payload_json)
+                    .bind(now)
+                    .bind(None::<String>)
+                    .execute(&mut tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+            }
+            notifications.clone().deliver(event).await?;
+        }
         Ok(Response::new(shop::CreateOrderResponse {
             order: Some(shop::Order {
-                order_id: r.idempotency_key.clone(),
+                order_id,
                 idempotency_key: r.idempotency_key,
                 customer_id: r.customer_id,
                 items: r.items,
@@ -176,11 +296,58 @@ impl Inventory for BareInventory {
         &self,
         r: Request<shop::ReserveRequest>,
     ) -> Result<Response<shop::ReserveResponse>, Status> {
+        let r = r.into_inner();
+        let Some(db) = &self.0 else {
+            return Ok(Response::new(shop::ReserveResponse {
+                reservation_id: r.order_id,
+                total: Some(shop::Money {
+                    currency: "USD".into(),
+                    minor_units: 199,
+                }),
+                replayed: false,
+            }));
+        };
+        // Inventory's transaction, as the lab runs it for one line item.
+        use inventory::sql;
+        let item = r.items.first().cloned().unwrap_or_default();
+        let quantity = i64::from(item.quantity);
+        let mut tx = db.begin().await.map_err(db_error)?;
+        let row = lab_store::query(sql::PRICE)
+            .bind(&item.product_id)
+            .fetch_one(&mut tx)
+            .await
+            .map_err(db_error)?;
+        let price: i64 = row.try_get("price_minor").map_err(db_error)?;
+        let currency: String = row.try_get("currency").map_err(db_error)?;
+        let reservation_id = uuid::Uuid::now_v7().to_string();
+        lab_store::query(sql::INSERT_RESERVATION)
+            .bind(&r.order_id)
+            .bind(&reservation_id)
+            .bind(lab_store::now_ms())
+            .bind(price * quantity)
+            .execute(&mut tx)
+            .await
+            .map_err(db_error)?;
+        lab_store::query(sql::INSERT_ITEM)
+            .bind(&r.order_id)
+            .bind(&item.product_id)
+            .bind(quantity)
+            .execute(&mut tx)
+            .await
+            .map_err(db_error)?;
+        lab_store::query(sql::TAKE_STOCK)
+            .bind(quantity)
+            .bind(&item.product_id)
+            .bind(price)
+            .execute(&mut tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(Response::new(shop::ReserveResponse {
-            reservation_id: r.into_inner().order_id,
+            reservation_id,
             total: Some(shop::Money {
-                currency: "USD".into(),
-                minor_units: 199,
+                currency,
+                minor_units: price * quantity,
             }),
             replayed: false,
         }))
@@ -205,8 +372,38 @@ impl Payments for BarePayments {
         &self,
         r: Request<shop::ChargeRequest>,
     ) -> Result<Response<shop::ChargeResponse>, Status> {
+        let r = r.into_inner();
+        let Some(db) = &self.0 else {
+            return Ok(Response::new(shop::ChargeResponse {
+                charge_id: r.order_id,
+                replayed: false,
+            }));
+        };
+        // Payments' transaction, as the lab runs it: the order's row lock, then the charge.
+        use payments::sql;
+        let amount = r.amount.unwrap_or_default();
+        let charge_id = uuid::Uuid::now_v7().to_string();
+        let mut tx = db.begin().await.map_err(db_error)?;
+        lab_store::query(sql::LOCK_ORDER)
+            .bind(&r.order_id)
+            .fetch_one(&mut tx)
+            .await
+            .map_err(db_error)?;
+        lab_store::query(sql::INSERT_CHARGE)
+            .bind(&charge_id)
+            .bind(&r.order_id)
+            .bind(&r.idempotency_key)
+            .bind(&r.idempotency_key)
+            .bind(amount.minor_units)
+            .bind(&amount.currency)
+            .bind(0_i64)
+            .bind(lab_store::now_ms())
+            .execute(&mut tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(Response::new(shop::ChargeResponse {
-            charge_id: r.into_inner().order_id,
+            charge_id,
             replayed: false,
         }))
     }
@@ -224,6 +421,32 @@ impl Payments for BarePayments {
     }
 }
 
+#[tonic::async_trait]
+impl Notifications for BareNotifications {
+    async fn deliver(
+        &self,
+        r: Request<shop::DeliverRequest>,
+    ) -> Result<Response<shop::DeliverResponse>, Status> {
+        let r = r.into_inner();
+        lab_store::query(notifications::sql::DELIVER)
+            .bind(&r.event_id)
+            .bind(&r.order_id)
+            .bind(&r.kind)
+            .bind(&r.payload_json)
+            .bind(lab_store::now_ms())
+            .fetch_one(&self.0)
+            .await
+            .map_err(db_error)?;
+        Ok(Response::new(shop::DeliverResponse::default()))
+    }
+    async fn list_deliveries(
+        &self,
+        _: Request<shop::ListDeliveriesRequest>,
+    ) -> Result<Response<shop::ListDeliveriesResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+}
+
 /// Serves `router` on 127.0.0.1:0 for the rest of the process.
 async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -236,14 +459,46 @@ fn channel(addr: SocketAddr) -> Channel {
     lab_runtime::client::lazy_channel("bench", &format!("http://{addr}")).unwrap()
 }
 
-async fn bare_chain() -> Channel {
+/// The services with a database, in the order of [`bare_chain`]'s configs.
+const FLOOR_SERVICES: [&str; 4] = ["orders", "inventory", "payments", "notifications"];
+
+/// The bare chain; with `databases` (one per [`FLOOR_SERVICES`]), a floor chain: the same
+/// servers, each writing what the lab's service writes per order (the services' own
+/// migrations and statements), and orders delivering the event with a fifth call. Also
+/// answers the databases, to close once measured (a Postgres pool holds 16 connections).
+async fn bare_chain(databases: Option<&[lab_store::DbConfig]>) -> (Channel, Vec<Db>) {
     let server = tonic::transport::Server::builder;
-    let inventory = serve(server().add_service(InventoryServer::new(BareInventory))).await;
-    let payments = serve(server().add_service(PaymentsServer::new(BarePayments))).await;
-    let orders = serve(server().add_service(OrdersServer::new(BareOrders(
-        InventoryClient::new(channel(inventory)),
-        PaymentsClient::new(channel(payments)),
-    ))))
+    let mut dbs = Vec::new();
+    for (cfg, migrations) in databases.unwrap_or_default().iter().zip([
+        orders::sql::MIGRATIONS,
+        inventory::sql::MIGRATIONS,
+        payments::sql::MIGRATIONS,
+        notifications::sql::MIGRATIONS,
+    ]) {
+        dbs.push(Some(Db::connect(cfg, migrations).await.unwrap()));
+    }
+    let opened: Vec<Db> = dbs.iter().flatten().cloned().collect();
+    let mut db = |i: usize| dbs.get_mut(i).and_then(Option::take);
+    let (orders_db, inventory_db, payments_db) = (db(0), db(1), db(2));
+    let writes = match (orders_db, db(3)) {
+        (Some(orders), Some(notifications)) => {
+            let addr = serve(
+                server().add_service(NotificationsServer::new(BareNotifications(notifications))),
+            )
+            .await;
+            Some((orders, NotificationsClient::new(channel(addr))))
+        }
+        _ => None,
+    };
+    let inventory =
+        serve(server().add_service(InventoryServer::new(BareInventory(inventory_db)))).await;
+    let payments =
+        serve(server().add_service(PaymentsServer::new(BarePayments(payments_db)))).await;
+    let orders = serve(server().add_service(OrdersServer::new(BareOrders {
+        inventory: InventoryClient::new(channel(inventory)),
+        payments: PaymentsClient::new(channel(payments)),
+        writes,
+    })))
     .await;
     let gateway = serve(
         server().add_service(GatewayServer::new(BareGateway(OrdersClient::new(channel(
@@ -251,7 +506,7 @@ async fn bare_chain() -> Channel {
         ))))),
     )
     .await;
-    channel(gateway)
+    (channel(gateway), opened)
 }
 
 struct Measured {
@@ -349,6 +604,16 @@ async fn measure(gateway: Channel) -> Measured {
     }
 }
 
+/// Measures a floor chain on `databases`, then closes them.
+async fn measure_floor(databases: &[lab_store::DbConfig]) -> Measured {
+    let (gateway, dbs) = bare_chain(Some(databases)).await;
+    let measured = measure(gateway).await;
+    for db in dbs {
+        db.close().await;
+    }
+    measured
+}
+
 fn row(name: &str, round: usize, m: &Measured, bare: &Measured) {
     println!(
         "{name:<22} {round:>5} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>9.0}   {:>6.3} {:>6.2} {:>6.2} {:>6.2}",
@@ -364,9 +629,20 @@ fn row(name: &str, round: usize, m: &Measured, bare: &Measured) {
     );
 }
 
+/// What a chain runs on.
+#[derive(Clone, Copy)]
+enum On {
+    Bare,
+    /// The bare chain writing what the lab writes, to this backend's database.
+    Floor(Backend),
+    /// The lab's five services on this backend.
+    Lab(Backend),
+}
+
 /// One chain's measurement in every round.
 struct Chain {
     name: &'static str,
+    on: On,
     /// The throughput ratio to the bare chain the goal asks for, if any.
     goal: Option<f64>,
     rounds: Vec<Measured>,
@@ -393,45 +669,73 @@ fn main() {
         ];
         println!(
             "PlaceOrder, {CONCURRENCY} closed-loop callers over {} product(s), {}s after {}s \
-             warm-up, {} cores, {ROUNDS} rounds (bare, SQLite, Postgres in turn; a fresh stack \
+             warm-up, {} cores, {ROUNDS} rounds (bare, then SQLite and Postgres, floor and lab, in turn; a fresh stack \
              each time)",
             products(),
             MEASURE.as_secs(),
             WARMUP.as_secs(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        let chain = |name, goal, on| Chain {
+            name,
+            goal,
+            on,
+            rounds: Vec::new(),
+        };
         let mut chains = [
-            Chain {
-                name: "bare tonic",
-                goal: None,
-                rounds: Vec::new(),
-            },
-            Chain {
-                name: "lab, SQLite + memory",
-                goal: Some(0.5),
-                rounds: Vec::new(),
-            },
-            Chain {
-                name: "lab, Postgres + Redis",
-                goal: Some(0.3),
-                rounds: Vec::new(),
-            },
+            chain("bare tonic", None, On::Bare),
+            chain("bare + SQLite writes", None, On::Floor(Backend::Embedded)),
+            chain("lab, SQLite + memory", Some(0.5), On::Lab(Backend::Embedded)),
+            chain("bare + Postgres writes", None, On::Floor(Backend::PostgresRedis)),
+            chain("lab, Postgres + Redis", Some(0.3), On::Lab(Backend::PostgresRedis)),
         ];
         let only = std::env::var("FRLAB_BENCH_ONLY").ok();
         let runs = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
-        let bare = bare_chain().await;
+        let (bare, _) = bare_chain(None).await;
+        // The floor chains' SQLite files and Postgres schemas, kept to the end (their servers
+        // run to the end too).
+        let mut floor_files = Vec::new();
+        let mut floor_schemas = Vec::new();
         for round in 1..=ROUNDS {
             eprintln!("round {round}/{ROUNDS}");
             chains[0].rounds.push(measure(bare.clone()).await);
-            for (chain, backend) in chains[1..]
-                .iter_mut()
-                .zip([Backend::Embedded, Backend::PostgresRedis])
-                .filter(|(chain, _)| runs(chain.name))
-            {
-                let stack = Stack::start_with(backend, &zero_service_time).await;
-                chain.rounds.push(measure(stack.gateway.channel()).await);
-                stack.stop().await;
+            for chain in chains[1..].iter_mut().filter(|c| runs(c.name)) {
+                let measured = match chain.on {
+                    On::Bare => unreachable!("the bare chain is measured first"),
+                    On::Floor(Backend::Embedded) => {
+                        let dir = tempfile::tempdir().unwrap();
+                        let configs = FLOOR_SERVICES.map(|service| lab_store::DbConfig {
+                            url: lab_store::sqlite_url_for(dir.path(), service),
+                            schema: None,
+                            max_connections: 1,
+                        });
+                        floor_files.push(dir);
+                        measure_floor(&configs).await
+                    }
+                    On::Floor(Backend::PostgresRedis) => {
+                        let mut configs = Vec::new();
+                        for service in FLOOR_SERVICES {
+                            let mut cfg = lab_store::testing::postgres_test_config(service).await;
+                            // As the services' pools (`ServiceConfig::database`).
+                            cfg.max_connections = 16;
+                            configs.push(cfg);
+                        }
+                        let measured = measure_floor(&configs).await;
+                        floor_schemas.extend(configs);
+                        measured
+                    }
+                    On::Lab(backend) => {
+                        let stack = Stack::start_with(backend, &zero_service_time).await;
+                        let measured = measure(stack.gateway.channel()).await;
+                        stack.stop().await;
+                        measured
+                    }
+                };
+                chain.rounds.push(measured);
             }
+        }
+        for cfg in &floor_schemas {
+            lab_store::testing::drop_schema(cfg).await;
         }
         // The chains that ran (bare always does, first).
         let measured: Vec<&Chain> = chains.iter().filter(|c| !c.rounds.is_empty()).collect();

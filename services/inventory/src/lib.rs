@@ -7,11 +7,11 @@
 //! reservation yet leaves a CANCELLED one behind, so a Reserve that arrives after its
 //! Release (a slow attempt, a retry) is refused instead of taking stock nobody releases.
 //!
-//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; `sql` every
+//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; [`sql`] every
 //! statement (one dialect for SQLite and Postgres).
 
 mod service;
-mod sql;
+pub mod sql;
 
 use clap::Parser;
 use lab_proto::lab::v1::audit_server::AuditServer;

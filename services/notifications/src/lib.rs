@@ -5,11 +5,11 @@
 //! `duplicate = true`. Audit reports both, so an experiment sees duplicate *sends* (retries,
 //! at-least-once relays) without them becoming duplicate side effects.
 //!
-//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; `sql` every
+//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; [`sql`] every
 //! statement.
 
 mod service;
-mod sql;
+pub mod sql;
 
 use clap::Parser;
 use lab_proto::lab::v1::audit_server::AuditServer;

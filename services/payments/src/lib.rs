@@ -9,12 +9,12 @@
 //! order: its charges are refunded and any charge of it still in flight is refused when it
 //! reaches the ledger, so an order given up is never left charged.
 //!
-//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; `sql` every
+//! Layout: [`run`] wires the service; `service` holds the gRPC handlers; [`sql`] every
 //! statement.
 
 pub mod capacity;
 mod service;
-mod sql;
+pub mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;

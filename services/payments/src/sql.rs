@@ -1,4 +1,5 @@
-//! Every statement payments runs. `$N` placeholders work on both SQLite and Postgres.
+//! Every statement payments runs. `$N` placeholders work on both SQLite and Postgres. Public:
+//! the chain bench runs the same writes without the lab's layers.
 
 use lab_store::Migration;
 
