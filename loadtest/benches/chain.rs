@@ -16,14 +16,17 @@
 //! The bare chain: Gateway.PlaceOrder -> Orders.CreateOrder -> Inventory.Reserve then
 //! Payments.Charge, each handler answering at once, on plain tonic servers.
 //!
-//! The floor chains (`bare + SQLite writes`, `bare + Postgres writes`): the same plain
-//! servers, each also writing per order what the lab's service writes, with the services'
-//! own migrations and statements (orders' three saga steps with the outbox row, inventory's
-//! and payments' transactions, notifications' delivery: six commits), and orders delivering
-//! the event to a plain Notifications server itself: five calls per order, as in the lab,
-//! and none of the lab's layers (client stacks, server layers, idempotency keys, metrics,
-//! the saga's task, the relay's outbox reads and marks). Their ratio bounds what the lab can
-//! reach on that database without fewer calls or fewer commits per order.
+//! The floor chains (`floor SQLite`, `floor Postgres`): the same plain servers, each also
+//! writing per order what the lab's service writes, with the services' own migrations and
+//! statements (orders' three saga steps with the outbox row, inventory's and payments'
+//! transactions, notifications' delivery: six commits), and orders delivering the event to
+//! a plain Notifications server itself: five calls per order, as in the lab, and none of the
+//! lab's layers (client stacks, server layers, idempotency keys, metrics, the saga's task,
+//! the relay's outbox reads and marks). Their ratio bounds what the lab can reach on that
+//! database without fewer calls or fewer commits per order. Three more SQLite floors price
+//! two design changes: `1-commit` writes the order and its outbox row in one commit after
+//! Charge instead of three (no saga durability points), `no-Deliver` makes no fifth call and
+//! no delivery commit (as close as batched deliveries could come), and the last drops both.
 //!
 //! # Where the CPU of one order went with sqlx's SQLite driver (`bfb81e3`)
 //!
@@ -105,8 +108,60 @@ struct BareGateway(OrdersClient<Channel>);
 struct BareOrders {
     inventory: InventoryClient<Channel>,
     payments: PaymentsClient<Channel>,
-    /// The floor chain: orders' database and the notifications hop.
-    writes: Option<(Db, NotificationsClient<Channel>)>,
+    /// In a floor chain.
+    writes: Option<Writes>,
+}
+/// What orders writes and calls in a floor chain.
+struct Writes {
+    db: Db,
+    /// None when the design delivers no events.
+    notifications: Option<NotificationsClient<Channel>>,
+    design: Design,
+}
+
+/// What a floor chain writes and calls per order beyond the bare chain's four calls.
+#[derive(Clone, Copy)]
+struct Design {
+    /// Orders commits PENDING before Reserve and RESERVED before Charge, as the lab's saga
+    /// does; without, the order (with the same statements) and its outbox row are one
+    /// commit after Charge.
+    saga_steps: bool,
+    /// Orders delivers each event with a call of its own and Notifications commits it, as
+    /// the lab's relay does (DESIGN.md); without, neither.
+    deliver: bool,
+}
+
+/// The lab's design.
+const LAB_DESIGN: Design = Design {
+    saga_steps: true,
+    deliver: true,
+};
+
+/// Orders' first saga step for `order_id`.
+fn insert_saga(order_id: &str, r: &shop::CreateOrderRequest) -> lab_store::query::Query {
+    let items: Vec<serde_json::Value> = r
+        .items
+        .iter()
+        .map(|i| serde_json::json!({"product_id": i.product_id, "quantity": i.quantity}))
+        .collect();
+    lab_store::query(orders::sql::INSERT_SAGA)
+        .bind(order_id)
+        .bind(&r.idempotency_key)
+        .bind(&r.idempotency_key)
+        .bind(&r.customer_id)
+        .bind(serde_json::Value::from(items).to_string())
+        .bind(DRIVER)
+        .bind(lab_store::now_ms())
+}
+
+/// Orders' second saga step.
+fn mark_reserved(order_id: &str, total: &shop::Money) -> lab_store::query::Query {
+    lab_store::query(orders::sql::MARK_RESERVED)
+        .bind(order_id)
+        .bind(DRIVER)
+        .bind(total.minor_units)
+        .bind(&total.currency)
+        .bind(lab_store::now_ms())
 }
 /// With a database in the floor chain.
 struct BareInventory(Option<Db>);
@@ -156,33 +211,19 @@ impl Orders for BareOrders {
         r: Request<shop::CreateOrderRequest>,
     ) -> Result<Response<shop::CreateOrderResponse>, Status> {
         let r = r.into_inner();
-        // The floor chain writes what the lab's saga writes, at the same points: PENDING
-        // before Reserve, RESERVED before Charge, CONFIRMED with its outbox row in one
-        // transaction, then delivers the event. The relay's work around the delivery (the
-        // outbox read, the batched mark) is left out: the floor does a little less.
+        // With the lab's design the floor chain writes what the lab's saga writes, at the
+        // same points: PENDING before Reserve, RESERVED before Charge, CONFIRMED with its
+        // outbox row in one transaction, then delivers the event. The relay's work around the
+        // delivery (the outbox read, the batched mark) is left out: the floor does a little
+        // less.
         let order_id = match &self.writes {
             Some(_) => uuid::Uuid::now_v7().to_string(),
             None => r.idempotency_key.clone(),
         };
-        if let Some((db, _)) = &self.writes {
-            let items_json = serde_json::to_string(
-                &r.items
-                    .iter()
-                    .map(
-                        |i| serde_json::json!({"product_id": i.product_id, "quantity": i.quantity}),
-                    )
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or_default();
-            lab_store::query(orders::sql::INSERT_SAGA)
-                .bind(&order_id)
-                .bind(&r.idempotency_key)
-                .bind(&r.idempotency_key)
-                .bind(&r.customer_id)
-                .bind(items_json)
-                .bind(DRIVER)
-                .bind(lab_store::now_ms())
-                .execute(db)
+        let steps = self.writes.as_ref().filter(|w| w.design.saga_steps);
+        if let Some(w) = steps {
+            insert_saga(&order_id, &r)
+                .execute(&w.db)
                 .await
                 .map_err(db_error)?;
         }
@@ -196,14 +237,9 @@ impl Orders for BareOrders {
             .await?
             .into_inner();
         let total = reserved.total.clone().unwrap_or_default();
-        if let Some((db, _)) = &self.writes {
-            lab_store::query(orders::sql::MARK_RESERVED)
-                .bind(&order_id)
-                .bind(DRIVER)
-                .bind(total.minor_units)
-                .bind(&total.currency)
-                .bind(lab_store::now_ms())
-                .execute(db)
+        if let Some(w) = steps {
+            mark_reserved(&order_id, &total)
+                .execute(&w.db)
                 .await
                 .map_err(db_error)?;
         }
@@ -217,7 +253,7 @@ impl Orders for BareOrders {
             })
             .await?
             .into_inner();
-        if let Some((db, notifications)) = &self.writes {
+        if let Some(w) = &self.writes {
             let now = lab_store::now_ms();
             let event = shop::DeliverRequest {
                 event_id: uuid::Uuid::now_v7().to_string(),
@@ -231,8 +267,9 @@ impl Orders for BareOrders {
                 })
                 .to_string(),
             };
-            if db.backend() == lab_store::Backend::Postgres {
-                // One statement on Postgres, as the lab confirms there.
+            let postgres = w.db.backend() == lab_store::Backend::Postgres;
+            // On Postgres the lab confirms with one statement.
+            let confirm_pg = || {
                 lab_store::query(orders::sql::CONFIRM_WITH_EVENT_PG)
                     .bind(&order_id)
                     .bind(DRIVER)
@@ -242,32 +279,49 @@ impl Orders for BareOrders {
                     .bind(&event.kind)
                     .bind(&event.payload_json)
                     .bind(None::<String>)
-                    .execute(db)
-                    .await
-                    .map_err(db_error)?;
+            };
+            if postgres && w.design.saga_steps {
+                confirm_pg().execute(&w.db).await.map_err(db_error)?;
             } else {
-                let mut tx = db.begin().await.map_err(db_error)?;
-                lab_store::query(orders::sql::CONFIRM)
-                    .bind(&order_id)
-                    .bind(DRIVER)
-                    .bind(&charged.charge_id)
-                    .bind(now)
-                    .execute(&mut tx)
-                    .await
-                    .map_err(db_error)?;
-                lab_store::query(orders::sql::INSERT_OUTBOX)
-                    .bind(&event.event_id)
-                    .bind(&order_id)
-                    .bind(&event.kind)
-                    .bind(&event.payload_json)
-                    .bind(now)
-                    .bind(None::<String>)
-                    .execute(&mut tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = w.db.begin().await.map_err(db_error)?;
+                if !w.design.saga_steps {
+                    // The whole saga in the one commit.
+                    insert_saga(&order_id, &r)
+                        .execute(&mut tx)
+                        .await
+                        .map_err(db_error)?;
+                    mark_reserved(&order_id, &total)
+                        .execute(&mut tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                if postgres {
+                    confirm_pg().execute(&mut tx).await.map_err(db_error)?;
+                } else {
+                    lab_store::query(orders::sql::CONFIRM)
+                        .bind(&order_id)
+                        .bind(DRIVER)
+                        .bind(&charged.charge_id)
+                        .bind(now)
+                        .execute(&mut tx)
+                        .await
+                        .map_err(db_error)?;
+                    lab_store::query(orders::sql::INSERT_OUTBOX)
+                        .bind(&event.event_id)
+                        .bind(&order_id)
+                        .bind(&event.kind)
+                        .bind(&event.payload_json)
+                        .bind(now)
+                        .bind(None::<String>)
+                        .execute(&mut tx)
+                        .await
+                        .map_err(db_error)?;
+                }
                 tx.commit().await.map_err(db_error)?;
             }
-            notifications.clone().deliver(event).await?;
+            if let Some(notifications) = &w.notifications {
+                notifications.clone().deliver(event).await?;
+            }
         }
         Ok(Response::new(shop::CreateOrderResponse {
             order: Some(shop::Order {
@@ -462,11 +516,14 @@ fn channel(addr: SocketAddr) -> Channel {
 /// The services with a database, in the order of [`bare_chain`]'s configs.
 const FLOOR_SERVICES: [&str; 4] = ["orders", "inventory", "payments", "notifications"];
 
-/// The bare chain; with `databases` (one per [`FLOOR_SERVICES`]), a floor chain: the same
-/// servers, each writing what the lab's service writes per order (the services' own
-/// migrations and statements), and orders delivering the event with a fifth call. Also
+/// The bare chain; with `databases` (one per [`FLOOR_SERVICES`]), a floor chain of `design`:
+/// the same servers, each writing what the lab's service writes per order (the services'
+/// own migrations and statements), and orders delivering the event with a fifth call. Also
 /// answers the databases, to close once measured (a Postgres pool holds 16 connections).
-async fn bare_chain(databases: Option<&[lab_store::DbConfig]>) -> (Channel, Vec<Db>) {
+async fn bare_chain(
+    databases: Option<&[lab_store::DbConfig]>,
+    design: Design,
+) -> (Channel, Vec<Db>) {
     let server = tonic::transport::Server::builder;
     let mut dbs = Vec::new();
     for (cfg, migrations) in databases.unwrap_or_default().iter().zip([
@@ -480,16 +537,17 @@ async fn bare_chain(databases: Option<&[lab_store::DbConfig]>) -> (Channel, Vec<
     let opened: Vec<Db> = dbs.iter().flatten().cloned().collect();
     let mut db = |i: usize| dbs.get_mut(i).and_then(Option::take);
     let (orders_db, inventory_db, payments_db) = (db(0), db(1), db(2));
-    let writes = match (orders_db, db(3)) {
-        (Some(orders), Some(notifications)) => {
-            let addr = serve(
-                server().add_service(NotificationsServer::new(BareNotifications(notifications))),
-            )
-            .await;
-            Some((orders, NotificationsClient::new(channel(addr))))
-        }
-        _ => None,
-    };
+    let mut notifications = None;
+    if let Some(db) = db(3).filter(|_| design.deliver) {
+        let addr =
+            serve(server().add_service(NotificationsServer::new(BareNotifications(db)))).await;
+        notifications = Some(NotificationsClient::new(channel(addr)));
+    }
+    let writes = orders_db.map(|db| Writes {
+        db,
+        notifications,
+        design,
+    });
     let inventory =
         serve(server().add_service(InventoryServer::new(BareInventory(inventory_db)))).await;
     let payments =
@@ -604,9 +662,9 @@ async fn measure(gateway: Channel) -> Measured {
     }
 }
 
-/// Measures a floor chain on `databases`, then closes them.
-async fn measure_floor(databases: &[lab_store::DbConfig]) -> Measured {
-    let (gateway, dbs) = bare_chain(Some(databases)).await;
+/// Measures a floor chain of `design` on `databases`, then closes them.
+async fn measure_floor(databases: &[lab_store::DbConfig], design: Design) -> Measured {
+    let (gateway, dbs) = bare_chain(Some(databases), design).await;
     let measured = measure(gateway).await;
     for db in dbs {
         db.close().await;
@@ -616,7 +674,7 @@ async fn measure_floor(databases: &[lab_store::DbConfig]) -> Measured {
 
 fn row(name: &str, round: usize, m: &Measured, bare: &Measured) {
     println!(
-        "{name:<22} {round:>5} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>9.0}   {:>6.3} {:>6.2} {:>6.2} {:>6.2}",
+        "{name:<32} {round:>5} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>9.0}   {:>6.3} {:>6.2} {:>6.2} {:>6.2}",
         m.throughput,
         m.p50.as_secs_f64() * 1e3,
         m.p99.as_secs_f64() * 1e3,
@@ -633,8 +691,8 @@ fn row(name: &str, round: usize, m: &Measured, bare: &Measured) {
 #[derive(Clone, Copy)]
 enum On {
     Bare,
-    /// The bare chain writing what the lab writes, to this backend's database.
-    Floor(Backend),
+    /// The bare chain writing what `Design` writes, to this backend's database.
+    Floor(Backend, Design),
     /// The lab's five services on this backend.
     Lab(Backend),
 }
@@ -676,6 +734,21 @@ fn main() {
             WARMUP.as_secs(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        use Backend::{Embedded, PostgresRedis};
+        // The lab's design without the saga's first two commits, without the delivery, and
+        // without both: what each of those design changes could give at most.
+        let one_commit = Design {
+            saga_steps: false,
+            ..LAB_DESIGN
+        };
+        let no_deliver = Design {
+            deliver: false,
+            ..LAB_DESIGN
+        };
+        let neither = Design {
+            saga_steps: false,
+            deliver: false,
+        };
         let chain = |name, goal, on| Chain {
             name,
             goal,
@@ -684,14 +757,17 @@ fn main() {
         };
         let mut chains = [
             chain("bare tonic", None, On::Bare),
-            chain("bare + SQLite writes", None, On::Floor(Backend::Embedded)),
-            chain("lab, SQLite + memory", Some(0.5), On::Lab(Backend::Embedded)),
-            chain("bare + Postgres writes", None, On::Floor(Backend::PostgresRedis)),
-            chain("lab, Postgres + Redis", Some(0.3), On::Lab(Backend::PostgresRedis)),
+            chain("floor SQLite", None, On::Floor(Embedded, LAB_DESIGN)),
+            chain("floor SQLite 1-commit", None, On::Floor(Embedded, one_commit)),
+            chain("floor SQLite no-Deliver", None, On::Floor(Embedded, no_deliver)),
+            chain("floor SQLite 1-commit no-Deliver", None, On::Floor(Embedded, neither)),
+            chain("lab, SQLite + memory", Some(0.5), On::Lab(Embedded)),
+            chain("floor Postgres", None, On::Floor(PostgresRedis, LAB_DESIGN)),
+            chain("lab, Postgres + Redis", Some(0.3), On::Lab(PostgresRedis)),
         ];
         let only = std::env::var("FRLAB_BENCH_ONLY").ok();
         let runs = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
-        let (bare, _) = bare_chain(None).await;
+        let (bare, _) = bare_chain(None, LAB_DESIGN).await;
         // The floor chains' SQLite files and Postgres schemas, kept to the end (their servers
         // run to the end too).
         let mut floor_files = Vec::new();
@@ -702,7 +778,7 @@ fn main() {
             for chain in chains[1..].iter_mut().filter(|c| runs(c.name)) {
                 let measured = match chain.on {
                     On::Bare => unreachable!("the bare chain is measured first"),
-                    On::Floor(Backend::Embedded) => {
+                    On::Floor(Backend::Embedded, design) => {
                         let dir = tempfile::tempdir().unwrap();
                         let configs = FLOOR_SERVICES.map(|service| lab_store::DbConfig {
                             url: lab_store::sqlite_url_for(dir.path(), service),
@@ -710,9 +786,9 @@ fn main() {
                             max_connections: 1,
                         });
                         floor_files.push(dir);
-                        measure_floor(&configs).await
+                        measure_floor(&configs, design).await
                     }
-                    On::Floor(Backend::PostgresRedis) => {
+                    On::Floor(Backend::PostgresRedis, design) => {
                         let mut configs = Vec::new();
                         for service in FLOOR_SERVICES {
                             let mut cfg = lab_store::testing::postgres_test_config(service).await;
@@ -720,7 +796,7 @@ fn main() {
                             cfg.max_connections = 16;
                             configs.push(cfg);
                         }
-                        let measured = measure_floor(&configs).await;
+                        let measured = measure_floor(&configs, design).await;
                         floor_schemas.extend(configs);
                         measured
                     }
@@ -740,7 +816,7 @@ fn main() {
         // The chains that ran (bare always does, first).
         let measured: Vec<&Chain> = chains.iter().filter(|c| !c.rounds.is_empty()).collect();
         println!(
-            "\n{:<22} {:>5} {:>9} {:>8} {:>8} {:>7} {:>9}   {:>6} {:>6} {:>6} {:>6}",
+            "\n{:<32} {:>5} {:>9} {:>8} {:>8} {:>7} {:>9}   {:>6} {:>6} {:>6} {:>6}",
             "chain",
             "round",
             "req/s",
@@ -781,7 +857,7 @@ fn main() {
                     if ratio >= goal { "met" } else { "not met" }
                 )
             });
-            println!("  {:<22} {ratio:.3}x{verdict}", chain.name);
+            println!("  {:<32} {ratio:.3}x{verdict}", chain.name);
         }
         println!("\nmedian of the rounds' CPU per order (this process, all threads):");
         for chain in &measured {
@@ -792,7 +868,7 @@ fn main() {
                     .map(|m| m.cpu_per_order.as_secs_f64() * 1e6)
                     .collect(),
             );
-            println!("  {:<22} {cpu:.0} µs", chain.name);
+            println!("  {:<32} {cpu:.0} µs", chain.name);
         }
         // Errors on a healthy chain are bugs, not noise.
         let failed: Vec<String> = chains
