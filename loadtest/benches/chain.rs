@@ -83,6 +83,7 @@ use std::time::{Duration, Instant};
 use lab_proto::shop::v1 as shop;
 use lab_proto::shop::v1::gateway_client::GatewayClient;
 use lab_store::Db;
+use orders::saga::Saga;
 use shop::gateway_server::{Gateway, GatewayServer};
 use shop::inventory_client::InventoryClient;
 use shop::inventory_server::{Inventory, InventoryServer};
@@ -114,9 +115,10 @@ struct BareOrders {
 /// What orders writes and calls in a floor chain.
 struct Writes {
     db: Db,
+    /// [`Design::saga_steps`].
+    saga_steps: bool,
     /// None when the design delivers no events.
     notifications: Option<NotificationsClient<Channel>>,
-    design: Design,
 }
 
 /// What a floor chain writes and calls per order beyond the bare chain's four calls.
@@ -137,30 +139,25 @@ const LAB_DESIGN: Design = Design {
     deliver: true,
 };
 
-/// Orders' first saga step for `order_id`.
-fn insert_saga(order_id: &str, r: &shop::CreateOrderRequest) -> lab_store::query::Query {
-    let items: Vec<serde_json::Value> = r
-        .items
-        .iter()
-        .map(|i| serde_json::json!({"product_id": i.product_id, "quantity": i.quantity}))
-        .collect();
+/// Orders' first saga step.
+fn insert_saga(saga: &Saga) -> lab_store::query::Query {
     lab_store::query(orders::sql::INSERT_SAGA)
-        .bind(order_id)
-        .bind(&r.idempotency_key)
-        .bind(&r.idempotency_key)
-        .bind(&r.customer_id)
-        .bind(serde_json::Value::from(items).to_string())
+        .bind(&saga.order_id)
+        .bind(&saga.key)
+        .bind(&saga.key)
+        .bind(&saga.customer_id)
+        .bind(saga.items_json())
         .bind(DRIVER)
-        .bind(lab_store::now_ms())
+        .bind(saga.created_at_ms)
 }
 
 /// Orders' second saga step.
-fn mark_reserved(order_id: &str, total: &shop::Money) -> lab_store::query::Query {
+fn mark_reserved(saga: &Saga) -> lab_store::query::Query {
     lab_store::query(orders::sql::MARK_RESERVED)
-        .bind(order_id)
+        .bind(&saga.order_id)
         .bind(DRIVER)
-        .bind(total.minor_units)
-        .bind(&total.currency)
+        .bind(saga.total.minor_units)
+        .bind(&saga.total.currency)
         .bind(lab_store::now_ms())
 }
 /// With a database in the floor chain.
@@ -216,16 +213,16 @@ impl Orders for BareOrders {
         // outbox row in one transaction, then delivers the event. The relay's work around the
         // delivery (the outbox read, the batched mark) is left out: the floor does a little
         // less.
-        let order_id = match &self.writes {
-            Some(_) => uuid::Uuid::now_v7().to_string(),
-            None => r.idempotency_key.clone(),
-        };
-        let steps = self.writes.as_ref().filter(|w| w.design.saga_steps);
-        if let Some(w) = steps {
-            insert_saga(&order_id, &r)
-                .execute(&w.db)
-                .await
-                .map_err(db_error)?;
+        let mut saga = self
+            .writes
+            .as_ref()
+            .map(|_| Saga::new(&r.idempotency_key, true, &r.customer_id, r.items.clone()));
+        let order_id = saga
+            .as_ref()
+            .map_or_else(|| r.idempotency_key.clone(), |s| s.order_id.clone());
+        let steps = self.writes.as_ref().filter(|w| w.saga_steps);
+        if let (Some(w), Some(saga)) = (steps, &saga) {
+            insert_saga(saga).execute(&w.db).await.map_err(db_error)?;
         }
         let reserved = self
             .inventory
@@ -236,12 +233,11 @@ impl Orders for BareOrders {
             })
             .await?
             .into_inner();
-        let total = reserved.total.clone().unwrap_or_default();
-        if let Some(w) = steps {
-            mark_reserved(&order_id, &total)
-                .execute(&w.db)
-                .await
-                .map_err(db_error)?;
+        if let Some(saga) = &mut saga {
+            saga.total = reserved.total.clone().unwrap_or_default();
+        }
+        if let (Some(w), Some(saga)) = (steps, &saga) {
+            mark_reserved(saga).execute(&w.db).await.map_err(db_error)?;
         }
         let charged = self
             .payments
@@ -253,20 +249,9 @@ impl Orders for BareOrders {
             })
             .await?
             .into_inner();
-        if let Some(w) = &self.writes {
+        if let (Some(w), Some(saga)) = (&self.writes, &saga) {
             let now = lab_store::now_ms();
-            let event = shop::DeliverRequest {
-                event_id: uuid::Uuid::now_v7().to_string(),
-                order_id: order_id.clone(),
-                kind: "order.confirmed".into(),
-                payload_json: serde_json::json!({
-                    "order_id": order_id,
-                    "customer_id": r.customer_id,
-                    "total_minor": total.minor_units,
-                    "currency": total.currency,
-                })
-                .to_string(),
-            };
+            let event = orders::saga::confirmed_event(saga);
             let postgres = w.db.backend() == lab_store::Backend::Postgres;
             // On Postgres the lab confirms with one statement.
             let confirm_pg = || {
@@ -280,17 +265,14 @@ impl Orders for BareOrders {
                     .bind(&event.payload_json)
                     .bind(None::<String>)
             };
-            if postgres && w.design.saga_steps {
+            if postgres && w.saga_steps {
                 confirm_pg().execute(&w.db).await.map_err(db_error)?;
             } else {
                 let mut tx = w.db.begin().await.map_err(db_error)?;
-                if !w.design.saga_steps {
+                if !w.saga_steps {
                     // The whole saga in the one commit.
-                    insert_saga(&order_id, &r)
-                        .execute(&mut tx)
-                        .await
-                        .map_err(db_error)?;
-                    mark_reserved(&order_id, &total)
+                    insert_saga(saga).execute(&mut tx).await.map_err(db_error)?;
+                    mark_reserved(saga)
                         .execute(&mut tx)
                         .await
                         .map_err(db_error)?;
@@ -525,28 +507,34 @@ async fn bare_chain(
     design: Design,
 ) -> (Channel, Vec<Db>) {
     let server = tonic::transport::Server::builder;
-    let mut dbs = Vec::new();
-    for (cfg, migrations) in databases.unwrap_or_default().iter().zip([
-        orders::sql::MIGRATIONS,
-        inventory::sql::MIGRATIONS,
-        payments::sql::MIGRATIONS,
-        notifications::sql::MIGRATIONS,
-    ]) {
-        dbs.push(Some(Db::connect(cfg, migrations).await.unwrap()));
+    // Notifications' database only when the design delivers events.
+    let services = if design.deliver { 4 } else { 3 };
+    let mut opened = Vec::new();
+    for (cfg, migrations) in databases
+        .unwrap_or_default()
+        .iter()
+        .zip([
+            orders::sql::MIGRATIONS,
+            inventory::sql::MIGRATIONS,
+            payments::sql::MIGRATIONS,
+            notifications::sql::MIGRATIONS,
+        ])
+        .take(services)
+    {
+        opened.push(Db::connect(cfg, migrations).await.unwrap());
     }
-    let opened: Vec<Db> = dbs.iter().flatten().cloned().collect();
-    let mut db = |i: usize| dbs.get_mut(i).and_then(Option::take);
-    let (orders_db, inventory_db, payments_db) = (db(0), db(1), db(2));
+    let mut dbs = opened.iter().cloned();
+    let (orders_db, inventory_db, payments_db) = (dbs.next(), dbs.next(), dbs.next());
     let mut notifications = None;
-    if let Some(db) = db(3).filter(|_| design.deliver) {
+    if let Some(db) = dbs.next() {
         let addr =
             serve(server().add_service(NotificationsServer::new(BareNotifications(db)))).await;
         notifications = Some(NotificationsClient::new(channel(addr)));
     }
     let writes = orders_db.map(|db| Writes {
         db,
+        saga_steps: design.saga_steps,
         notifications,
-        design,
     });
     let inventory =
         serve(server().add_service(InventoryServer::new(BareInventory(inventory_db)))).await;

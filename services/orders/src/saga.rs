@@ -753,7 +753,8 @@ fn fenced(rows: u64, saga: &Saga) -> Result<(), Status> {
     }
 }
 
-fn confirmed_event(saga: &Saga) -> DeliverRequest {
+/// The event a confirmed saga writes to the outbox (public: the chain bench writes the same).
+pub fn confirmed_event(saga: &Saga) -> DeliverRequest {
     DeliverRequest {
         event_id: uuid::Uuid::now_v7().to_string(),
         order_id: saga.order_id.clone(),
